@@ -1,0 +1,29 @@
+# gpr_ros developer entry points. `make help` lists them.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help setup test demo bench lint typecheck clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+setup:  ## create .venv, install pinned deps, build gpr_msgs, write env.sh (idempotent)
+	@bash scripts/setup.sh
+
+test: setup  ## run the test suite (core, conversions, ROS over DDS on localhost)
+	@ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(PY) -m pytest $(PYTEST_ARGS)
+
+demo: setup  ## run the main job (the simulated clutter-removal demo; a ROS smoke demo for now)
+	@ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VENV)/bin/gpr-ros demo
+
+bench: setup  ## print timings (benchmarks, not tests)
+	@$(PY) -m gpr_ros.bench
+
+lint: setup  ## ruff and mypy on the package and tests
+	@$(VENV)/bin/ruff check gpr_ros test
+	@$(VENV)/bin/mypy gpr_ros/core
+
+clean:  ## remove build outputs (keeps .venv)
+	rm -rf build install log .pytest_cache .mypy_cache .ruff_cache env.sh

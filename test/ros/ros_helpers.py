@@ -1,0 +1,48 @@
+"""Helpers for tests that talk real DDS: spinning on futures, node processes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import subprocess
+import sys
+import time
+
+import rclpy
+from rclpy.node import Node
+from rclpy.task import Future
+
+HELPERS = Path(__file__).parent / 'helpers'
+
+
+def spin_until(node: Node, future: Future, timeout: float = 20.0) -> object:
+    """Spin ``node`` until ``future`` is done; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while not future.done():
+        assert time.monotonic() < deadline, f'timed out after {timeout} s'
+        rclpy.spin_until_future_complete(node, future, timeout_sec=0.1)
+    return future.result()
+
+
+def spin_while(node: Node, condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    """Spin ``node`` while ``condition()`` is true; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while condition():
+        assert time.monotonic() < deadline, f'timed out after {timeout} s'
+        rclpy.spin_once(node, timeout_sec=0.1)
+
+
+def start_process(args: list[str]) -> subprocess.Popen[bytes]:
+    """Start a Python node process with this test run's ROS environment."""
+    return subprocess.Popen([sys.executable, *args], env=dict(os.environ))
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a node process started by :func:`start_process` (SIGINT, then kill)."""
+    if proc.poll() is None:
+        proc.send_signal(2)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
