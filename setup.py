@@ -19,7 +19,8 @@ def share_files(folder: str) -> list[tuple[str, list[str]]]:
 
 
 NODES = {
-    # node executable -> module:function (nodes land here as later issues add them)
+    # node executable -> module:function
+    'gpr_smoke_server': 'gpr_ros.ros.smoke:main',
 }
 
 setup(
