@@ -15,6 +15,7 @@ uint32 bit pattern, 0x00RRGGBB).
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose
 import numpy as np
@@ -22,9 +23,10 @@ from numpy.typing import NDArray
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
+from gpr_msgs.msg import Grasp, GraspArray, InferenceTiming
+from gpr_ros.core.errors import GeometryError
 from gpr_ros.core.grasp import Grasps
 from gpr_ros.ros.errors import CloudFormatError, GraspMessageError
-from gpr_msgs.msg import Grasp, GraspArray, InferenceTiming
 
 #: PointField datatype constant -> numpy dtype (native byte order chosen at use).
 DATATYPES: dict[int, np.dtype] = {
@@ -320,8 +322,11 @@ def msgs_to_grasps(msgs: Sequence[Grasp]) -> Grasps:
     if (width < 0).any():
         raise GraspMessageError(f'grasp {int(np.argmax(width < 0))} has a negative width')
     poses[:, 3:] /= norms[:, None]
-    return Grasps.from_poses(poses, width=width, score=score, stage=stage,
-                             contacts=contacts if have_contacts else None)
+    try:
+        return Grasps.from_poses(poses, width=width, score=score, stage=stage,
+                                 contacts=contacts if have_contacts else None)
+    except GeometryError as err:  # NaN score, unknown stage, non-finite contact, ...
+        raise GraspMessageError(f'invalid grasp message: {err}') from None
 
 
 def grasps_to_array_msg(grasps: Grasps, header: Header,

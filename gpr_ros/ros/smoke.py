@@ -34,8 +34,13 @@ from gpr_msgs.srv import DetectGrasps
 from gpr_ros.core.baselines.topdown import detect_topdown
 from gpr_ros.core.fixtures import Box, box_scene_cloud
 from gpr_ros.core.grasp.gripper import GripperModel
-from gpr_ros.ros.conversions import (cloud_to_xyz, grasps_to_array_msg, grasps_to_msgs,
-                                     msgs_to_grasps, xyz_to_cloud)
+from gpr_ros.ros.conversions import (
+    cloud_to_xyz,
+    grasps_to_array_msg,
+    grasps_to_msgs,
+    msgs_to_grasps,
+    xyz_to_cloud,
+)
 from gpr_ros.ros.errors import CloudFormatError, GraspMessageError
 from gpr_ros.ros.runtime import run_node
 

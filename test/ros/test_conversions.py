@@ -10,9 +10,16 @@ from std_msgs.msg import Header
 
 from gpr_msgs.msg import Grasp, GraspArray, InferenceTiming
 from gpr_ros.core.grasp import Grasps
-from gpr_ros.ros.conversions import (array_msg_to_grasps, cloud_to_arrays, cloud_to_structured,
-                                     cloud_to_xyz, grasps_to_array_msg, grasps_to_msgs,
-                                     msgs_to_grasps, xyz_to_cloud)
+from gpr_ros.ros.conversions import (
+    array_msg_to_grasps,
+    cloud_to_arrays,
+    cloud_to_structured,
+    cloud_to_xyz,
+    grasps_to_array_msg,
+    grasps_to_msgs,
+    msgs_to_grasps,
+    xyz_to_cloud,
+)
 from gpr_ros.ros.errors import CloudFormatError, GraspMessageError
 
 
@@ -208,6 +215,14 @@ def test_invalid_grasp_messages_raise() -> None:
     m = grasps_to_msgs(_grasps(1))[0]
     m.contacts = [Point()]
     with pytest.raises(GraspMessageError, match='expected 0 or 2'):
+        msgs_to_grasps([m])
+    m = grasps_to_msgs(_grasps(1))[0]
+    m.score = float('nan')
+    with pytest.raises(GraspMessageError, match='invalid grasp message'):
+        msgs_to_grasps([m])
+    m = grasps_to_msgs(_grasps(1))[0]
+    m.stage = 77
+    with pytest.raises(GraspMessageError, match='invalid grasp message'):
         msgs_to_grasps([m])
     m = grasps_to_msgs(_grasps(1))[0]
     m.width = -0.01

@@ -11,6 +11,7 @@ import pytest
 from rclpy.action import ActionClient
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
+from ros_helpers import HELPERS, spin_until, spin_while, start_process, stop_process
 from sensor_msgs.msg import PointCloud2
 
 from gpr_msgs.action import ExecuteGrasp
@@ -20,7 +21,6 @@ from gpr_ros.core.fixtures import Box, box_scene_cloud
 from gpr_ros.core.grasp import Grasps
 from gpr_ros.core.grasp.gripper import GripperModel
 from gpr_ros.ros.conversions import grasps_to_msgs, msgs_to_grasps, xyz_to_cloud
-from ros_helpers import HELPERS, spin_until, spin_while, start_process, stop_process
 
 SEED = 7
 

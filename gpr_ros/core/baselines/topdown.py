@@ -43,7 +43,10 @@ def detect_topdown(points: NDArray[np.floating], *, max_grasps: int = 10,
     order = np.argsort(pts[:, 2], kind='stable')
     used = np.zeros(len(pts), dtype=bool)
     depth_range = max(float(pts[:, 2].max() - pts[:, 2].min()), 1e-6)
-    centers, closings, widths, scores = [], [], [], []
+    centers: list[list[float]] = []
+    closings: list[list[float]] = []
+    widths: list[float] = []
+    scores: list[float] = []
     for seed in order:
         if len(centers) >= max_grasps:
             break
@@ -64,10 +67,10 @@ def detect_topdown(points: NDArray[np.floating], *, max_grasps: int = 10,
             continue
         mid = mean + minor * (proj.max() + proj.min()) / 2
         depth = float(pts[patch, 2].mean()) + gripper.finger_depth / 2
-        centers.append([mid[0], mid[1], depth])
-        closings.append([minor[0], minor[1], 0.0])
+        centers.append([float(mid[0]), float(mid[1]), depth])
+        closings.append([float(minor[0]), float(minor[1]), 0.0])
         widths.append(width)
-        scores.append((pts[:, 2].max() - pts[seed, 2]) / depth_range)
+        scores.append(float(pts[:, 2].max() - pts[seed, 2]) / depth_range)
     if not centers:
         return Grasps.empty()
     n = len(centers)

@@ -1,10 +1,10 @@
 """Grasp geometry: the grasp set, angle and bin encodings, grasp distance and NMS, gripper.
 
 Grasp frame (project-wide, also in ``gpr_msgs/Grasp``): origin o = midpoint between the two
-fingertip contacts; X = approach n (palm towards object); Y = closing r (r ~ −r); Z = X × Y;
-R = [n | r | n×r]; quaternions (x, y, z, w) with w >= 0; poses (x, y, z, qx, qy, qz, qw);
+fingertip contacts; X = approach n (palm towards object); Y = closing r (r ~ -r); Z = X x Y;
+R = [n | r | nxr]; quaternions (x, y, z, w) with w >= 0; poses (x, y, z, qx, qy, qz, qw);
 metres and radians. The canonical gripper frame of the stage-2 crop has the same axes and its
-origin at o − finger_depth·n. Details in :mod:`~gpr_ros.core.grasp.grasps`.
+origin at o - finger_depth·n. Details in :mod:`~gpr_ros.core.grasp.grasps`.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from gpr_ros.core.grasp.gripper import (
     BOX_FINGER_NEGATIVE,
     BOX_FINGER_POSITIVE,
     BOX_PALM,
+    SURFACE_TOLERANCE,
     GripperBoxes,
     GripperModel,
 )
@@ -73,12 +74,13 @@ __all__ = [
     "STAGE_PROPOSAL",
     "STAGE_REFINED",
     "STAGE_UNKNOWN",
+    "SURFACE_TOLERANCE",
     "BinConfig",
     "BinSpec",
     "Encoded",
+    "Grasps",
     "GripperBoxes",
     "GripperModel",
-    "Grasps",
     "angles_to_approach",
     "approach_to_angles",
     "check_rigid_transform",

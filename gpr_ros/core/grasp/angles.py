@@ -7,17 +7,19 @@ closing direction r (see :mod:`gpr_ros.core.grasp.grasps` for the grasp frame):
 - θ1 = atan2(n_y, n_x) wrapped into [0, 2π): azimuth of the approach vector;
 - θ2 = arccos(n_z) in [0, π/2]: angle between n and +Z (computed as
   atan2(sqrt(n_x² + n_y²), n_z) for accuracy near 0);
-- θ3 = atan2(r_y, r_x) folded into [−π/2, π/2) using the r ~ −r symmetry: azimuth of the
+- θ3 = atan2(r_y, r_x) folded into [-π/2, π/2) using the r ~ -r symmetry: azimuth of the
   closing direction projected onto the XY plane.
 
 The inverse maps are n = (sin θ2 cos θ1, sin θ2 sin θ1, cos θ2) and, with
-d = (cos θ3, sin θ3, 0), r ∝ d − (d·n / n_z) ẑ: the unit vector perpendicular to n whose
-XY projection has azimuth θ3. It is evaluated as r = (n_z d − (d·n) ẑ) / sqrt(n_z² + (d·n)²),
+d = (cos θ3, sin θ3, 0), r ∝ d - (d·n / n_z) ẑ: the unit vector perpendicular to n whose
+XY projection has azimuth θ3. It is evaluated as r = (n_z d - (d·n) ẑ) / sqrt(n_z² + (d·n)²),
 the same direction for n_z > 0 and finite at n_z = 0 (see :func:`theta3_to_closing`).
 
-The paper writes θ1 ∈ [0, 2π], θ2 ∈ [0, π/2], θ3 ∈ [−π/2, π/2]; here the periodic angles use
+The paper writes θ1 ∈ [0, 2π], θ2 ∈ [0, π/2], θ3 ∈ [-π/2, π/2]; here the periodic angles use
 half-open ranges so that every orientation has exactly one representation. Grasps whose
-approach points away from +Z (n_z < 0) have θ2 > π/2 and cannot be represented.
+approach points away from +Z (n_z < 0) have θ2 > π/2 and cannot be represented:
+:func:`approach_to_angles` raises :class:`~gpr_ros.core.errors.GeometryError` for them unless
+``clip=True``, which clips n_z to 0 (θ2 = π/2, θ1 = azimuth of the XY part).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from gpr_ros.core.errors import GeometryError
-from gpr_ros.core.grasp.grasps import Grasps, _as_float_array
+from gpr_ros.core.grasp.grasps import Grasps, _as_finite, _as_float_array
 
 __all__ = [
     "APPROACH_Z_TOLERANCE",
@@ -46,7 +48,7 @@ _TWO_PI = 2.0 * np.pi
 
 
 def _unit_vectors(vectors: ArrayLike, name: str) -> NDArray[np.float64]:
-    arr = _finite(vectors, name)
+    arr = _as_finite(vectors, name)
     if arr.ndim < 1 or arr.shape[-1] != 3:
         raise GeometryError(f"{name} must have shape (..., 3), got {arr.shape}")
     norms = np.linalg.norm(arr, axis=-1)
@@ -56,22 +58,14 @@ def _unit_vectors(vectors: ArrayLike, name: str) -> NDArray[np.float64]:
     return result
 
 
-def _finite(values: ArrayLike, name: str) -> NDArray[np.float64]:
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise GeometryError(f"{name} must be numeric, got {type(values).__name__}") from None
-    if not np.all(np.isfinite(arr)):
-        raise GeometryError(f"{name} must be finite, got NaN/inf")
-    return arr
-
-
 def _wrap(values: NDArray[np.float64], start: float, period: float) -> NDArray[np.float64]:
     """Wrap values into the half-open interval [start, start + period)."""
     wrapped = np.mod(values - start, period)
     # np.mod of a tiny negative number rounds up to exactly `period`.
     wrapped = np.where(wrapped >= period, 0.0, wrapped)
     result: NDArray[np.float64] = wrapped + start
+    # Adding `start` back can round up to `start + period`, the same point as `start`.
+    result = np.where(result >= start + period, start, result)
     return result
 
 
@@ -85,11 +79,11 @@ def approach_to_angles(
 
     :param approach: (..., 3) approach vectors (normalized here).
     :param clip: if true, n_z < 0 is clipped to 0: the vector is replaced by its normalized XY
-        projection (θ2 = π/2, θ1 = its azimuth; θ1 = 0 for n = −ẑ). If false such vectors
+        projection (θ2 = π/2, θ1 = its azimuth; θ1 = 0 for n = -ẑ). If false such vectors
         raise.
     :return: (θ1, θ2), each of shape (...).
     :raises GeometryError: on a wrong shape, non-finite values, zero vectors, or (unless
-        ``clip``) an approach with n_z < −:data:`APPROACH_Z_TOLERANCE`.
+        ``clip``) an approach with n_z < -:data:`APPROACH_Z_TOLERANCE`.
     """
     n = _unit_vectors(approach, "approach")
     nz = n[..., 2]
@@ -101,7 +95,10 @@ def approach_to_angles(
             "pass clip=True to clip n_z to 0"
         )
     theta1 = _wrap(np.arctan2(n[..., 1], n[..., 0]), 0.0, _TWO_PI)
-    theta2 = np.arctan2(np.hypot(n[..., 0], n[..., 1]), np.maximum(nz, 0.0))
+    # n = -z (only reachable with clip) has no XY part: atan2(0, 0) would give 0, not π/2.
+    theta2 = np.where(
+        nz < 0.0, 0.5 * np.pi, np.arctan2(np.hypot(n[..., 0], n[..., 1]), np.maximum(nz, 0.0))
+    )
     return theta1, theta2
 
 
@@ -115,8 +112,8 @@ def angles_to_approach(theta1: ArrayLike, theta2: ArrayLike) -> NDArray[np.float
     :return: (..., 3) unit vectors.
     :raises GeometryError: on non-finite angles.
     """
-    t1 = _finite(theta1, "theta1")
-    t2 = _finite(theta2, "theta2")
+    t1 = _as_finite(theta1, "theta1")
+    t2 = _as_finite(theta2, "theta2")
     t1, t2 = np.broadcast_arrays(t1, t2)
     sin2 = np.sin(t2)
     return np.stack([sin2 * np.cos(t1), sin2 * np.sin(t1), np.cos(t2)], axis=-1)
@@ -125,7 +122,7 @@ def angles_to_approach(theta1: ArrayLike, theta2: ArrayLike) -> NDArray[np.float
 def closing_to_theta3(closing: ArrayLike) -> NDArray[np.float64]:
     """Convert closing directions to θ3.
 
-    θ3 = atan2(r_y, r_x) folded into [−π/2, π/2) (r and −r give the same θ3).
+    θ3 = atan2(r_y, r_x) folded into [-π/2, π/2) (r and -r give the same θ3).
 
     :param closing: (..., 3) closing vectors (any non-zero length).
     :return: θ3, shape (...).
@@ -143,11 +140,12 @@ def closing_to_theta3(closing: ArrayLike) -> NDArray[np.float64]:
 def theta3_to_closing(theta3: ArrayLike, approach: ArrayLike) -> NDArray[np.float64]:
     """Recover the closing direction from θ3 and the approach.
 
-    With d = (cos θ3, sin θ3, 0), r ∝ d − (d·n / n_z) ẑ, evaluated as
-    r = (n_z d − (d·n) ẑ) / sqrt(n_z² + (d·n)²), which is exactly perpendicular to n.
+    With d = (cos θ3, sin θ3, 0), r ∝ d - (d·n / n_z) ẑ, evaluated as
+    r = (n_z d - (d·n) ẑ) / sqrt(n_z² + (d·n)²), which is exactly perpendicular to n.
 
-    For n_z > 0 the XY projection of r has azimuth θ3, so
-    ``closing_to_theta3(theta3_to_closing(t, n)) == t`` and r is recovered up to sign.
+    For n_z > 0 the XY projection of r has azimuth θ3, so for t in [-π/2, π/2)
+    ``closing_to_theta3(theta3_to_closing(t, n))`` gives t back (up to rounding) and
+    ``theta3_to_closing(closing_to_theta3(r), n)`` gives r back up to sign.
     Singular case: as n_z → 0 the XY projections of all r ⟂ n collapse onto one line, so θ3
     no longer determines r and the conditioning degrades like 1/n_z. Documented fallback: at
     n_z = 0 the formula's limit is used (r = ∓ẑ when d·n ≠ 0); when both n_z and d·n vanish
@@ -159,7 +157,7 @@ def theta3_to_closing(theta3: ArrayLike, approach: ArrayLike) -> NDArray[np.floa
     :return: (..., 3) unit closing vectors perpendicular to the approach.
     :raises GeometryError: on non-finite values, wrong shapes or zero approach vectors.
     """
-    t3 = _finite(theta3, "theta3")
+    t3 = _as_finite(theta3, "theta3")
     n = _unit_vectors(approach, "approach")
     try:
         shape = np.broadcast_shapes(t3.shape, n.shape[:-1])

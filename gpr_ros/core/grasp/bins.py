@@ -3,26 +3,26 @@
 A :class:`BinSpec` splits ``[start, start + count * size)`` into ``count`` bins of width
 ``size``. A value v is encoded as
 
-- bin = floor((v − start) / size), clipped to [0, count − 1];
-- res = (v − start − bin·size − size/2) / size, the residual relative to the bin centre,
-  normalized by the bin size: in [−0.5, 0.5) for values inside the range.
+- bin = floor((v - start) / size), clipped to [0, count - 1];
+- res = (v - start - bin·size - size/2) / size, the residual relative to the bin centre,
+  normalized by the bin size: in [-0.5, 0.5) for values inside the range.
 
 For a periodic spec (period = count·size) v is first wrapped into [start, start + period).
 For a non-periodic spec a value outside the range falls into the first or last bin and its
-residual lies outside [−0.5, 0.5), so the encoding stays lossless. Decoding is
+residual lies outside [-0.5, 0.5), so the encoding stays lossless. Decoding is
 v = start + (bin + 0.5 + res)·size (wrapped for periodic specs).
 
 :class:`BinConfig` holds one spec per grasp parameter (paper-style defaults):
 
-- x, y, z: the offset of the grasp centre from the point that predicts it, centre − point,
-  search range S = 0.05 m: start −S, bins of 0.01 m, 10 bins;
-- width ω: start 0, bins of 0.005 m, 10 bins (0–50 mm);
+- x, y, z: the offset of the grasp centre from the point that predicts it, centre - point,
+  search range S = 0.05 m: start -S, bins of 0.01 m, 10 bins;
+- width ω: start 0, bins of 0.005 m, 10 bins (0-50 mm);
 - θ1: start 0, 12 bins of 30°, periodic (2π);
-- θ2: start 0, 6 bins of 15° (0–90°);
-- θ3: start −π/2, 12 bins of 15°, periodic (π).
+- θ2: start 0, 6 bins of 15° (0-90°);
+- θ3: start -π/2, 12 bins of 15°, periodic (π).
 
 Angles are those of :mod:`gpr_ros.core.grasp.angles`. The paper's Eq. 4 writes the offset as
-point − centre + S; here the offset is centre − point with start −S, which spans the same
+point - centre + S; here the offset is centre - point with start -S, which spans the same
 symmetric range and is the direction the decoder adds to the point.
 """
 
@@ -38,7 +38,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from gpr_ros.core.errors import ConfigError, GeometryError
 from gpr_ros.core.grasp.angles import grasp_angles, grasps_from_angles
-from gpr_ros.core.grasp.grasps import Grasps, _as_float_array
+from gpr_ros.core.grasp.grasps import Grasps, _as_finite, _as_float_array
 
 __all__ = [
     "BIN_KEYS",
@@ -136,11 +136,11 @@ class BinSpec:
         """Encode values as (bin, residual) (Eq. 3 / Eq. 4).
 
         :param values: values of any shape.
-        :return: ``(bin, res)`` of the same shape: int64 bins in [0, count − 1] and residuals,
-            in [−0.5, 0.5) for values inside the range.
+        :return: ``(bin, res)`` of the same shape: int64 bins in [0, count - 1] and residuals,
+            in [-0.5, 0.5) for values inside the range.
         :raises GeometryError: on non-finite values.
         """
-        v = _finite(values, "values")
+        v = _as_finite(values, "values")
         t = (v - self.start) / self.size
         if self.periodic:
             t = np.mod(t, self.count)
@@ -154,7 +154,7 @@ class BinSpec:
     def decode(self, bins: ArrayLike, res: ArrayLike) -> NDArray[np.float64]:
         """Decode (bin, residual) to values: start + (bin + 0.5 + res) * size.
 
-        :param bins: integer bins in [0, count − 1]; broadcast against ``res``.
+        :param bins: integer bins in [0, count - 1]; broadcast against ``res``.
         :param res: normalized residuals (any finite value).
         :return: the values (wrapped into [start, end) for periodic specs).
         :raises GeometryError: on non-integer or out-of-range bins or non-finite residuals.
@@ -166,11 +166,13 @@ class BinSpec:
             raise GeometryError(
                 f"bins must be in [0, {self.count - 1}], got range [{b.min()}, {b.max()}]"
             )
-        r = _finite(res, "res")
+        r = _as_finite(res, "res")
         values = self.start + (b + 0.5 + r) * self.size
         if self.periodic:
             wrapped = np.mod(values - self.start, self.period)
             values = np.where(wrapped >= self.period, 0.0, wrapped) + self.start
+            # Adding `start` back can round up to `end`, the same point as `start`.
+            values = np.where(values >= self.end, self.start, values)
         return np.asarray(values, dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
@@ -200,26 +202,18 @@ class BinSpec:
         return cls(data["start"], data["size"], data["count"], data.get("periodic", False))
 
 
-def _finite(values: ArrayLike, name: str) -> NDArray[np.float64]:
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise GeometryError(f"{name} must be numeric, got {type(values).__name__}") from None
-    if not np.all(np.isfinite(arr)):
-        raise GeometryError(f"{name} must be finite, got NaN/inf")
-    return arr
-
-
-def _offset_spec() -> BinSpec:
-    count = round(2 * DEFAULT_SEARCH_RANGE / DEFAULT_OFFSET_BIN_SIZE)
-    return BinSpec(-DEFAULT_SEARCH_RANGE, DEFAULT_OFFSET_BIN_SIZE, count)
+_DEFAULT_OFFSET_SPEC = BinSpec(
+    -DEFAULT_SEARCH_RANGE,
+    DEFAULT_OFFSET_BIN_SIZE,
+    round(2 * DEFAULT_SEARCH_RANGE / DEFAULT_OFFSET_BIN_SIZE),
+)
 
 
 @dataclass(frozen=True)
 class BinConfig:
     """Bin specifications of the 7-DoF grasp parameters (defaults: see the module docstring).
 
-    :ivar x: centre offset x (centre − point), m.
+    :ivar x: centre offset x (centre - point), m.
     :ivar y: centre offset y, m.
     :ivar z: centre offset z, m.
     :ivar width: opening width, m.
@@ -228,9 +222,9 @@ class BinConfig:
     :ivar theta3: closing azimuth, rad; if periodic its period must be π.
     """
 
-    x: BinSpec = _offset_spec()
-    y: BinSpec = _offset_spec()
-    z: BinSpec = _offset_spec()
+    x: BinSpec = _DEFAULT_OFFSET_SPEC
+    y: BinSpec = _DEFAULT_OFFSET_SPEC
+    z: BinSpec = _DEFAULT_OFFSET_SPEC
     width: BinSpec = BinSpec(0.0, 0.005, 10)
     theta1: BinSpec = BinSpec(0.0, math.pi / 6.0, 12, periodic=True)
     theta2: BinSpec = BinSpec(0.0, math.pi / 12.0, 6)

@@ -1,12 +1,14 @@
 """Grasp distance D (GPR, Eq. 1) and greedy grasp non-maximum suppression.
 
-D(g1, g2) = β1·||o1 − o2|| + β2·arccos(|r1·r2|)/π + β3·arccos(n1·n2)/π
+D(g1, g2) = β1·||o1 - o2|| + β2·arccos(|r1·r2|)/π + β3·arccos(n1·n2)/π
 
 with o the grasp centre (the contact midpoint (c1 + c2)/2), r the closing direction and n the
 approach direction (see :mod:`gpr_ros.core.grasp.grasps`). The paper's Eq. 1 writes γ for the
-closing direction; it means r. The absolute value makes D invariant to r → −r. Dot products
-are clipped to [−1, 1] before arccos. The paper uses β = (1, 0.03, 0.03): one centimetre of
-centre offset weighs as much as 0.01/0.03·180° = 60° of rotation about either axis.
+closing direction; it means r. The absolute value makes D invariant to r → -r. The angles are
+evaluated as atan2(|a x b|, a·b), which equals arccos(a·b) for unit vectors (so no clipping of
+the dot products is needed) and stays accurate near 0 and π. The paper uses
+β = (1, 0.03, 0.03): one centimetre of centre offset weighs as much as 0.01/0.03·180° = 60°
+of rotation about either axis.
 
 D is used both for pruning annotations (Sec. IV-A) and for NMS of stage-1 proposals
 (Sec. V-B), and as the pose accuracy measure of Table II.
@@ -47,6 +49,32 @@ def _check_beta(beta: Sequence[float]) -> tuple[float, float, float]:
     return values[0], values[1], values[2]
 
 
+def _angle_terms(
+    n1: NDArray[np.float64],
+    r1: NDArray[np.float64],
+    n2: NDArray[np.float64],
+    r2: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Angles arccos(|r1·r2|) and arccos(n1·n2) of broadcast unit vectors (last axis xyz).
+
+    Evaluated as atan2(|a x b|, a·b): equal to arccos(a·b) for unit vectors, but accurate
+    near 0 and π, where arccos loses half the digits (so D(g, g) is exactly 0).
+    """
+    closing = np.arctan2(_cross_norm(r1, r2), np.abs(np.sum(r1 * r2, axis=-1)))
+    approach = np.arctan2(_cross_norm(n1, n2), np.sum(n1 * n2, axis=-1))
+    return closing, approach
+
+
+def _cross_norm(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Return |a x b| over the last axis (np.cross is slow per call, and NMS calls often)."""
+    ax, ay, az = a[..., 0], a[..., 1], a[..., 2]
+    bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
+    result: NDArray[np.float64] = np.sqrt(
+        (ay * bz - az * by) ** 2 + (az * bx - ax * bz) ** 2 + (ax * by - ay * bx) ** 2
+    )
+    return result
+
+
 def _distance(
     c1: NDArray[np.float64],
     n1: NDArray[np.float64],
@@ -58,8 +86,7 @@ def _distance(
 ) -> NDArray[np.float64]:
     """Evaluate D on broadcast arrays of centres and directions (last axis = xyz)."""
     centre = np.linalg.norm(c1 - c2, axis=-1)
-    closing = np.arccos(np.clip(np.abs(np.sum(r1 * r2, axis=-1)), 0.0, 1.0))
-    approach = np.arccos(np.clip(np.sum(n1 * n2, axis=-1), -1.0, 1.0))
+    closing, approach = _angle_terms(n1, r1, n2, r2)
     result: NDArray[np.float64] = (
         beta[0] * centre + (beta[1] / np.pi) * closing + (beta[2] / np.pi) * approach
     )
@@ -94,7 +121,7 @@ def pairwise_grasp_distance(
 ) -> NDArray[np.float64]:
     """All-pairs grasp distance D(a[i], b[j]).
 
-    Memory: a few N·M float64 temporaries.
+    Memory: a few N·M·3 float64 temporaries.
 
     :param a: N grasps.
     :param b: M grasps.
@@ -103,14 +130,15 @@ def pairwise_grasp_distance(
     :raises ConfigError: on invalid weights.
     """
     w = _check_beta(beta)
-    diff = a.center[:, None, :] - b.center[None, :, :]
-    centre = np.linalg.norm(diff, axis=-1)
-    closing = np.arccos(np.clip(np.abs(a.closing @ b.closing.T), 0.0, 1.0))
-    approach = np.arccos(np.clip(a.approach @ b.approach.T, -1.0, 1.0))
-    result: NDArray[np.float64] = (
-        w[0] * centre + (w[1] / np.pi) * closing + (w[2] / np.pi) * approach
+    return _distance(
+        a.center[:, None, :],
+        a.approach[:, None, :],
+        a.closing[:, None, :],
+        b.center[None, :, :],
+        b.approach[None, :, :],
+        b.closing[None, :, :],
+        w,
     )
-    return result
 
 
 def grasp_nms(
@@ -124,9 +152,9 @@ def grasp_nms(
     Grasps are visited by descending score (ties: lower index first). A visited grasp that is
     not suppressed is kept, and every grasp with D < ``threshold`` to it is suppressed.
 
-    Since D >= β1·||o1 − o2||, only grasps with centres within ``threshold / β1`` can be
+    Since D >= β1·||o1 - o2||, only grasps with centres within ``threshold / β1`` can be
     suppressed; with β1 > 0 they are found with a KD-tree, so the cost is about
-    (kept grasps) × (neighbours within that radius). With β1 = 0 each kept grasp is compared
+    (kept grasps) x (neighbours within that radius). With β1 = 0 each kept grasp is compared
     with every remaining candidate (O(kept · N)).
 
     :param grasps: the candidates.
@@ -166,6 +194,8 @@ def grasp_nms(
         else:
             candidates = np.arange(len(grasps))
         candidates = candidates[~suppressed[candidates]]
+        if len(candidates) <= 1:  # only grasp i itself
+            continue
         dist = _distance(
             centers[i],
             approach[i],

@@ -103,6 +103,23 @@ def _as_float_array(
     return arr
 
 
+def _as_finite(values: ArrayLike, name: str) -> NDArray[np.float64]:
+    """Convert ``values`` (any shape) to a finite float64 array.
+
+    :param values: the input.
+    :param name: the argument name used in error messages.
+    :return: the float64 array.
+    :raises GeometryError: if ``values`` is not numeric or not finite.
+    """
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise GeometryError(f"{name} must be numeric, got {type(values).__name__}") from None
+    if not np.all(np.isfinite(arr)):
+        raise GeometryError(f"{name} must be finite, got NaN/inf")
+    return arr
+
+
 def _per_grasp(value: ArrayLike, name: str, n: int) -> NDArray[np.float64]:
     """Return a fresh finite (n,) float64 array; a scalar is broadcast to all grasps."""
     arr = np.asarray(value, dtype=np.float64) if np.ndim(value) == 0 else None
@@ -297,6 +314,11 @@ class Grasps:
         object.__setattr__(self, "score", _readonly(score))
         object.__setattr__(self, "stage", _readonly(stage))
         object.__setattr__(self, "contacts", None if contacts is None else _readonly(contacts))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore from a pickle, keeping the arrays read-only."""
+        for name, value in state.items():
+            object.__setattr__(self, name, value if value is None else _readonly(value))
 
     @classmethod
     def _from_valid(

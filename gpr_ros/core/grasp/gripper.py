@@ -3,23 +3,25 @@
 Canonical gripper frame (the paper's stage-2 crop, Sec. V-B): the axes of the grasp frame
 (X = approach n, Y = closing r, Z = n x r; see :mod:`gpr_ros.core.grasp.grasps`) with the
 origin at the gripper bottom centre, ``center - finger_depth * n`` (the palm face between the
-finger bases). A point p has canonical coordinates R^T (p − (o − finger_depth·n)) with
+finger bases). A point p has canonical coordinates R^T (p - (o - finger_depth·n)) with
 R = [n | r | n x r]; the grasp centre o maps to (finger_depth, 0, 0).
 
 Boxes in canonical coordinates, for a grasp of width w:
 
-- closing region: x ∈ [0, finger_depth], y ∈ [−w/2, w/2],
-  z ∈ [−finger_height/2, finger_height/2] (bounds inclusive);
+- closing region: x ∈ [0, finger_depth], y ∈ [-w/2, w/2],
+  z ∈ [-finger_height/2, finger_height/2] (bounds inclusive);
 - finger +: x ∈ [0, finger_depth], y ∈ [w/2, w/2 + finger_thickness], same z;
-- finger −: the mirror image, y ∈ [−w/2 − finger_thickness, −w/2];
-- palm: x ∈ [−palm_depth, 0], |y| <= max(w, max_width)/2 + finger_thickness,
-  z ∈ [−palm_height/2, palm_height/2].
+- finger -: the mirror image, y ∈ [-w/2 - finger_thickness, -w/2];
+- palm: x ∈ [-palm_depth, 0], |y| <= max(w, max_width)/2 + finger_thickness,
+  z ∈ [-palm_height/2, palm_height/2].
 
 The paper enlarges the closing region "by a scalar ε" to capture context; here ε is read as
 a margin in metres added on every side of the closing-region box (``enlarge``).
 
-Body tests (:meth:`GripperModel.points_in_gripper_body`) use open boxes (strict
-inequalities), so contact points lying exactly on a finger's inner face are not collisions.
+Point tests absorb rounding with :data:`SURFACE_TOLERANCE` (1e-9 m): the closing region is
+inclusive and grown by it, the body boxes (:meth:`GripperModel.points_in_gripper_body`) are
+open and shrunk by it, so contact points lying on a finger's inner face (up to rounding) are
+inside the closing region and are not collisions.
 
 Memory: the (N grasps) x (P points) methods return N·P-element arrays and work on chunks of
 grasps so that their float temporaries stay below about 50 MB.
@@ -42,14 +44,18 @@ __all__ = [
     "BOX_FINGER_NEGATIVE",
     "BOX_FINGER_POSITIVE",
     "BOX_PALM",
+    "SURFACE_TOLERANCE",
     "GripperBoxes",
     "GripperModel",
 ]
 
-#: Box order in :class:`GripperBoxes`: the finger on the +r side, on the −r side, the palm.
+#: Box order in :class:`GripperBoxes`: the finger on the +r side, on the -r side, the palm.
 BOX_FINGER_POSITIVE = 0
 BOX_FINGER_NEGATIVE = 1
 BOX_PALM = 2
+#: Points within this distance (m) of a box face count as on the face: inside the closing
+#: region, outside the gripper body.
+SURFACE_TOLERANCE = 1e-9
 
 #: Number of (grasp, point) pairs processed at once (3 float64 each: ~48 MB).
 _CHUNK_ELEMENTS = 2_000_000
@@ -75,14 +81,14 @@ class GripperBoxes:
 class GripperModel:
     """Dimensions of a parallel-jaw gripper, m.
 
-    Defaults approximate the ABB YuMi smart gripper used in the paper (measured from public
-    drawings, not from the paper): treat them as placeholders to calibrate.
+    Defaults approximate the ABB YuMi smart gripper used in the paper. They are rough values,
+    not taken from the paper or a datasheet: calibrate them for a real gripper.
 
     :ivar max_width: maximum opening between the fingertips.
     :ivar finger_depth: finger length along the approach.
     :ivar finger_thickness: finger size along the closing direction.
     :ivar finger_height: finger size along Z.
-    :ivar palm_depth: size of the body behind the finger bases, along −approach.
+    :ivar palm_depth: size of the body behind the finger bases, along -approach.
     :ivar palm_height: palm size along Z.
     """
 
@@ -160,8 +166,8 @@ class GripperModel:
 
         :param width: opening width(s), m, any shape (...).
         :param enlarge: margin added on every side, m, >= 0.
-        :return: ``(lower, upper)`` corners, each (..., 3): x ∈ [−e, finger_depth + e],
-            y ∈ [−w/2 − e, w/2 + e], z ∈ [−finger_height/2 − e, finger_height/2 + e].
+        :return: ``(lower, upper)`` corners, each (..., 3): x ∈ [-e, finger_depth + e],
+            y ∈ [-w/2 - e, w/2 + e], z ∈ [-finger_height/2 - e, finger_height/2 + e].
         :raises GeometryError: on non-finite or negative widths.
         :raises ConfigError: on a negative or non-finite ``enlarge``.
         """
@@ -226,7 +232,7 @@ class GripperModel:
     # ------------------------------------------------------------------ point tests
 
     def to_canonical(self, points: ArrayLike, grasps: Grasps) -> NDArray[np.float64]:
-        """Canonical coordinates R^T (p − (o − finger_depth·n)) of every point for every grasp.
+        """Return the canonical coordinates R^T (p - (o - finger_depth·n)) for every grasp.
 
         Memory: returns an N·P·3 float64 array (24·N·P bytes).
 
@@ -253,7 +259,9 @@ class GripperModel:
     def points_in_closing_region(
         self, points: ArrayLike, grasps: Grasps, enlarge: float = 0.0
     ) -> NDArray[np.bool_]:
-        """Which points lie in each grasp's (enlarged) closing region (bounds inclusive).
+        """Which points lie in each grasp's (enlarged) closing region.
+
+        Bounds are inclusive, grown by :data:`SURFACE_TOLERANCE`.
 
         :param points: (P, 3) points in the grasps' frame.
         :param grasps: N grasps (each uses its own width).
@@ -263,7 +271,7 @@ class GripperModel:
         :raises ConfigError: on a negative ``enlarge``.
         """
         pts = _as_float_array(points, "points", (None, 3))
-        e = _check_enlarge(enlarge)
+        e = _check_enlarge(enlarge) + SURFACE_TOLERANCE
         mask = np.zeros((len(grasps), len(pts)), dtype=bool)
         for chunk in self._chunks(len(grasps), len(pts)):
             sub = grasps[chunk]
@@ -280,7 +288,7 @@ class GripperModel:
     def crop_indices(
         self, points: ArrayLike, grasps: Grasps, index: int = 0, enlarge: float = 0.0
     ) -> NDArray[np.int64]:
-        """Indices of the points in the enlarged closing region of one grasp.
+        """Return the indices of the points in the enlarged closing region of one grasp.
 
         Use them to gather per-point features for the stage-2 crop.
 
@@ -297,7 +305,7 @@ class GripperModel:
     def crop_canonical(
         self, points: ArrayLike, grasps: Grasps, index: int = 0, enlarge: float = 0.0
     ) -> NDArray[np.float64]:
-        """Canonical coordinates of the points in the enlarged closing region of one grasp.
+        """Return canonical coordinates of the points in the enlarged closing region of a grasp.
 
         :param points: (P, 3) points.
         :param grasps: the grasps.
@@ -316,6 +324,9 @@ class GripperModel:
     ) -> NDArray[np.bool_]:
         """Which points lie strictly inside a finger or the palm of each grasp.
 
+        The boxes are open and shrunk by :data:`SURFACE_TOLERANCE`, so points on a face are
+        not inside.
+
         :param points: (P, 3) points in the grasps' frame.
         :param grasps: N grasps.
         :param width: finger placement width(s) (scalar or (N,)); default the grasps' widths.
@@ -325,25 +336,26 @@ class GripperModel:
         pts = _as_float_array(points, "points", (None, 3))
         w = self._grasp_widths(grasps, width)
         # Same boxes as _canonical_boxes, tested axis by axis to avoid (N, P, 3) temporaries.
-        inner = 0.5 * w
-        outer = inner + self.finger_thickness
-        palm_y = 0.5 * np.maximum(w, self.max_width) + self.finger_thickness
+        tol = SURFACE_TOLERANCE
+        inner = 0.5 * w + tol
+        outer = 0.5 * w + self.finger_thickness - tol
+        palm_y = 0.5 * np.maximum(w, self.max_width) + self.finger_thickness - tol
         mask = np.zeros((len(grasps), len(pts)), dtype=bool)
         for chunk in self._chunks(len(grasps), len(pts)):
             canon = self._to_canonical(pts, grasps[chunk])
             x, abs_y, abs_z = canon[..., 0], np.abs(canon[..., 1]), np.abs(canon[..., 2])
             fingers = (
-                (x > 0.0)
-                & (x < self.finger_depth)
+                (x > tol)
+                & (x < self.finger_depth - tol)
                 & (abs_y > inner[chunk, None])
                 & (abs_y < outer[chunk, None])
-                & (abs_z < 0.5 * self.finger_height)
+                & (abs_z < 0.5 * self.finger_height - tol)
             )
             palm = (
-                (x > -self.palm_depth)
-                & (x < 0.0)
+                (x > -self.palm_depth + tol)
+                & (x < -tol)
                 & (abs_y < palm_y[chunk, None])
-                & (abs_z < 0.5 * self.palm_height)
+                & (abs_z < 0.5 * self.palm_height - tol)
             )
             mask[chunk] = fingers | palm
         return mask
