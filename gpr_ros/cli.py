@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser('info', help='print versions and where package data lives')
     info.set_defaults(func=_cmd_info)
+
+    from gpr_ros.commands import dataset
+    dataset.register(sub)
     return parser
 
 

@@ -19,8 +19,7 @@ def share_dir() -> Path:
     """
     candidates: list[Path] = []
     try:
-        from ament_index_python.packages import (PackageNotFoundError,
-                                                 get_package_share_directory)
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
         try:
             candidates.append(Path(get_package_share_directory(PACKAGE)))
         except (PackageNotFoundError, OSError, ValueError):

@@ -1,0 +1,1 @@
+"""Synthetic grasp dataset generation (paper Sec. IV)."""

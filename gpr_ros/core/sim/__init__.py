@@ -1,0 +1,1 @@
+"""MuJoCo simulation: bin worlds, depth camera, (later) the gripper."""
