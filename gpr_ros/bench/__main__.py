@@ -48,18 +48,64 @@ def bench_conversions() -> None:
         print(f'cloud_to_xyz         {n:>7} points  {t_from * 1000:8.2f} ms')
 
 
+def bench_dataset() -> None:
+    """Dataset generation: annotation seconds per object and scenes per minute (one core)."""
+    from pathlib import Path
+    import tempfile
+
+    from gpr_ros.core.dataset.generate import (
+        GenerationConfig,
+        SceneGenerator,
+        annotate_model,
+        default_cache_dir,
+    )
+    from gpr_ros.core.dataset.objects import resolve_object_set
+
+    config = GenerationConfig(num_scenes=1)
+    cache = default_cache_dir()
+    t0 = time.perf_counter()
+    models = resolve_object_set('similar', cache, config.objects, config.split_seed)
+    print(f'object set (similar, {len(models)} objects, cached if prepared before): '
+          f'{time.perf_counter() - t0:.1f} s')
+    with tempfile.TemporaryDirectory() as tmp:
+        sample = models[:: max(1, len(models) // 6)][:6]
+        times = []
+        for model in sample:
+            t0 = time.perf_counter()
+            annotation = annotate_model(model, config, Path(tmp))
+            times.append(time.perf_counter() - t0)
+            print(f'  annotate {model.name:<28} {times[-1]:6.2f} s  '
+                  f'{len(annotation.grasps):4d} grasps')
+        print(f'annotation: median {statistics.median(times):.2f} s per object')
+    generator = SceneGenerator(config, cache, models)
+    times = []
+    for index in range(6):
+        t0 = time.perf_counter()
+        scene = generator.scene(index)
+        times.append(time.perf_counter() - t0)
+        print(f'  scene {index}: {times[-1]:5.2f} s, {len(scene["object_ids"])} objects, '
+              f'{len(scene["grasp_width"])} positive grasps')
+    per_scene = statistics.median(times)
+    print(f'scenes: median {per_scene:.2f} s -> {60 / per_scene:.1f} scenes/min per worker '
+          f'({120 / per_scene:.1f} with --workers 2)')
+
+
 BENCHMARKS: dict[str, Callable[[], None]] = {
     'geometry': bench_geometry,
     'conversions': bench_conversions,
+    'dataset': bench_dataset,
 }
 
 
 def main() -> None:
     """Parse the benchmark names and run them."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('names', nargs='*', choices=[*BENCHMARKS, []], metavar='NAME',
+    parser.add_argument('names', nargs='*', metavar='NAME',
                         help=f'benchmarks to run (default all): {", ".join(BENCHMARKS)}')
     args = parser.parse_args()
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f'unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}')
     for name in args.names or BENCHMARKS:
         print(f'== {name}')
         BENCHMARKS[name]()

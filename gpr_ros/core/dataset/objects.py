@@ -1235,6 +1235,11 @@ class ObjectLibrary:
             result = str(exc)
         if entry is not None:
             _write_cache(entry, key, result)
+            # Hand out exactly what later runs will read from the cache: the OBJ round trip
+            # changes the last bits of the vertices, and annotation caches key on mesh bytes.
+            cached = _read_cache(entry, key, source)
+            if cached is not None:
+                return cached
         return result
 
     def add(self, model: ObjectModel) -> None:

@@ -397,3 +397,18 @@ def test_parts_load_in_mujoco() -> None:
     xml = f"<mujoco><asset>{assets}</asset><worldbody><body><freejoint/>{geoms}</body>"
     model = mujoco.MjModel.from_xml_string(xml + "</worldbody></mujoco>")
     assert model.nmesh == len(parts) and model.body_mass[1] > 0.0
+
+
+def test_fresh_and_cached_models_are_bit_identical(tmp_path: Path) -> None:
+    # Annotation caches key on the mesh bytes: a model must look the same whether it was just
+    # processed or read back from the object cache (in another process).
+    folder = tmp_path / 'meshes'
+    folder.mkdir()
+    trimesh.creation.capsule(0.05, 0.0123).export(folder / 'capsule.stl')
+    first = ObjectLibrary.from_folder(folder, ObjectConfig())
+    fresh = first.prepare(cache_dir=tmp_path / 'cache')[0]
+    second = ObjectLibrary.from_folder(folder, ObjectConfig())
+    cached = second.prepare(cache_dir=tmp_path / 'cache')[0]
+    assert second.processed == []
+    assert fresh.mesh.vertices.tobytes() == cached.mesh.vertices.tobytes()
+    assert fresh.mesh.faces.tobytes() == cached.mesh.faces.tobytes()
