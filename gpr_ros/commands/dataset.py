@@ -104,6 +104,11 @@ def _generate(args: argparse.Namespace) -> int:
         for bar in bars.values():
             bar.close()
     elapsed = time.perf_counter() - start
+    skipped = manifest.info.get('skipped_objects', [])
+    if skipped:
+        print(f'{len(skipped)} unusable mesh(es) skipped (listed in manifest.json):')
+        for name, reason in skipped[:10]:
+            print(f'  {name}: {reason}')
     print(f'{args.out}: {sum(e["scenes"] for e in manifest.shards.values())} scenes in '
           f'{len(manifest.shards)} shards ({elapsed:.0f} s this run)')
     return 0

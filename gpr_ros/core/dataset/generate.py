@@ -345,8 +345,9 @@ def generate(config: GenerationConfig, out: Path, *, workers: int = 1,
     def object_progress(done: int, total: int, _name: str) -> None:
         report('objects', done, total)
 
+    skipped: list[tuple[str, str]] = []
     models = resolve_object_set(config.object_set, cache, config.objects, config.split_seed,
-                                object_progress)
+                                object_progress, skipped)
     names = [m.name for m in models]
     # Annotate every object before the scenes (in parallel), so scene workers only read.
     report('annotate', 0, len(names))
@@ -358,7 +359,9 @@ def generate(config: GenerationConfig, out: Path, *, workers: int = 1,
 
     manifest = Manifest(config=config.to_dict(), num_scenes=config.num_scenes,
                         scenes_per_shard=config.scenes_per_shard,
-                        info={'objects': names, 'package_versions': package_versions(),
+                        info={'objects': names,
+                              'skipped_objects': [list(item) for item in skipped],
+                              'package_versions': package_versions(),
                               'config_digest': config.digest()})
     writer = DatasetWriter(out, manifest)
     pending = writer.pending_shards()

@@ -1403,6 +1403,7 @@ def resolve_object_set(
     config: ObjectConfig | None = None,
     seed: int = 0,
     progress: ProgressCallback | None = None,
+    skipped: list[tuple[str, str]] | None = None,
 ) -> list[ObjectModel]:
     """Map an object-set spec to prepared models.
 
@@ -1412,12 +1413,15 @@ def resolve_object_set(
     :param config: processing settings.
     :param seed: split seed.
     :param progress: ``progress(done, total, name)``.
+    :param skipped: if given, extended with ``(name, reason)`` of every unusable mesh met.
     :return: the models, sorted by name.
     :raises ObjectSetError: on an unknown name, a missing or empty folder, or a folder with
         no usable mesh.
     """
     if spec in OBJECT_SET_NAMES:
         split, library = default_split(cache_dir, config, seed, progress)
+        if skipped is not None:
+            skipped.extend(library.skipped)
         return [library.get(n) for n in getattr(split, spec)]
     path = Path(spec).expanduser()
     if not spec or not path.is_dir():
@@ -1427,6 +1431,8 @@ def resolve_object_set(
         )
     library = ObjectLibrary.from_folder(path, config)
     library.prepare(cache_dir=cache_dir, progress=progress)
+    if skipped is not None:
+        skipped.extend(library.skipped)
     if len(library) == 0:
         reasons = "; ".join(f"{n}: {r}" for n, r in library.skipped[:5])
         raise ObjectSetError(f"no usable mesh under {path} ({reasons})")

@@ -30,6 +30,7 @@ def mesh_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     trimesh.creation.box((0.03, 0.06, 0.08)).export(folder / 'box.stl')
     trimesh.creation.cylinder(0.018, 0.07).export(folder / 'can.stl')
     trimesh.creation.box((0.035, 0.035, 0.035)).export(folder / 'cube.obj')
+    trimesh.creation.box((0.004, 0.004, 0.004)).export(folder / 'speck.stl')  # unusable
     return folder
 
 
@@ -86,6 +87,8 @@ def test_scenes_have_the_documented_arrays(reference: Path) -> None:
     # The manifest records provenance.
     info = reader.manifest.info
     assert len(info['objects']) == 3 and 'mujoco' in info['package_versions']
+    [(name, reason)] = info['skipped_objects']
+    assert name == 'user/speck' and 'too small' in reason
 
 
 def test_same_seed_same_bytes_with_two_workers(reference: Path, mesh_dir: Path, cache_dir: Path,
