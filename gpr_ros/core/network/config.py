@@ -1,0 +1,499 @@
+"""Architecture and training configurations of the GPR network (frozen dataclasses).
+
+:class:`NetworkConfig` holds everything needed to rebuild a :class:`~.model.GPRNet`; it is
+stored as a plain dict inside every checkpoint (``network_config``), so a checkpoint is
+self-describing. Two presets:
+
+- :meth:`NetworkConfig.paper`: the paper's setting (16,384 input points, the PointNet++ MSG
+  segmentation backbone of PointRCNN with radii scaled to table-top objects, BatchNorm);
+- :meth:`NetworkConfig.cpu`: 4,096 input points and narrower MLPs so that training on 2 CPU
+  cores is practical; GroupNorm, because CPU batches are 1-4 scenes and GroupNorm keeps DDP
+  replicas identical without SyncBatchNorm.
+
+Lengths are metres, angles radians.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+import math
+from typing import Any
+
+from gpr_ros.core.errors import ConfigError
+from gpr_ros.core.grasp import DEFAULT_BETA, BinConfig, GripperModel
+
+__all__ = ["LOSS_KEYS", "NetworkConfig", "SALevel", "TrainConfig"]
+
+#: Names of the weighted loss terms (see :mod:`.losses`).
+LOSS_KEYS = ("seg", "bin_cls", "bin_res", "s2_conf", "s2_center", "s2_rot", "s2_width")
+
+_NORMS = ("batch", "group")
+_OPTIMIZERS = ("sgd", "adam")
+
+
+def _int_tuple(value: Any, name: str, minimum: int = 1) -> tuple[int, ...]:
+    try:
+        result = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a sequence of integers, got {value!r}") from None
+    if any(v < minimum for v in result) or any(
+        float(v) != int(v) for v in value if not isinstance(v, bool)
+    ):
+        raise ConfigError(f"{name} must hold integers >= {minimum}, got {value!r}")
+    return result
+
+
+def _positive(value: Any, name: str, allow_zero: bool = False) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number < 0.0 or (number == 0.0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
+    return number
+
+
+def _check_keys(data: Mapping[str, Any], cls: type, what: str) -> None:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{what} must be a mapping, got {type(data).__name__}")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown {what} key(s) {unknown}; expected a subset of {sorted(names)}")
+
+
+@dataclass(frozen=True)
+class SALevel:
+    """One PointNet++ multi-scale-grouping set-abstraction level.
+
+    :ivar npoint: number of centres sampled by FPS from the previous level.
+    :ivar radii: ball-query radius of each scale, m.
+    :ivar nsamples: neighbours per centre of each scale.
+    :ivar mlps: shared-MLP output widths of each scale.
+    """
+
+    npoint: int
+    radii: tuple[float, ...]
+    nsamples: tuple[int, ...]
+    mlps: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self) -> None:
+        """Validate and normalise to tuples.
+
+        :raises ConfigError: on inconsistent scales or invalid values.
+        """
+        object.__setattr__(self, "npoint", _int_tuple([self.npoint], "SALevel.npoint")[0])
+        radii = tuple(_positive(r, "SALevel.radii") for r in self.radii)
+        nsamples = _int_tuple(self.nsamples, "SALevel.nsamples")
+        mlps = tuple(_int_tuple(m, "SALevel.mlps") for m in self.mlps)
+        if not radii or not (len(radii) == len(nsamples) == len(mlps)):
+            raise ConfigError(
+                "SALevel needs one radius, nsample and mlp per scale, got "
+                f"{len(radii)} radii, {len(nsamples)} nsamples and {len(mlps)} mlps"
+            )
+        if any(len(m) == 0 for m in mlps):
+            raise ConfigError("SALevel.mlps must not hold an empty MLP")
+        object.__setattr__(self, "radii", radii)
+        object.__setattr__(self, "nsamples", nsamples)
+        object.__setattr__(self, "mlps", mlps)
+
+    @property
+    def out_channels(self) -> int:
+        """Feature width after concatenating the scales."""
+        return sum(m[-1] for m in self.mlps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a plain dict.
+
+        :return: ``{"npoint", "radii", "nsamples", "mlps"}`` with lists.
+        """
+        return {
+            "npoint": self.npoint,
+            "radii": list(self.radii),
+            "nsamples": list(self.nsamples),
+            "mlps": [list(m) for m in self.mlps],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SALevel:
+        """Build from :meth:`to_dict` output.
+
+        :param data: the mapping.
+        :return: the level.
+        :raises ConfigError: on missing, unknown or invalid keys.
+        """
+        _check_keys(data, cls, "SALevel")
+        try:
+            return cls(
+                data["npoint"],
+                tuple(data["radii"]),
+                tuple(data["nsamples"]),
+                tuple(tuple(m) for m in data["mlps"]),
+            )
+        except KeyError as err:
+            raise ConfigError(f"SALevel is missing key {err}") from None
+        except TypeError as err:
+            raise ConfigError(f"invalid SALevel: {err}") from None
+
+
+def _paper_levels() -> tuple[SALevel, ...]:
+    return (
+        SALevel(4096, (0.01, 0.02), (16, 32), ((16, 16, 32), (32, 32, 64))),
+        SALevel(1024, (0.02, 0.04), (16, 32), ((64, 64, 128), (64, 96, 128))),
+        SALevel(256, (0.04, 0.08), (16, 32), ((128, 196, 256), (128, 196, 256))),
+        SALevel(64, (0.08, 0.16), (16, 32), ((256, 256, 512), (256, 384, 512))),
+    )
+
+
+def _cpu_levels() -> tuple[SALevel, ...]:
+    return (
+        SALevel(1024, (0.01, 0.02), (8, 16), ((16, 32), (16, 32))),
+        SALevel(256, (0.02, 0.04), (8, 16), ((64, 64), (64, 64))),
+        SALevel(64, (0.04, 0.08), (8, 16), ((128, 128), (128, 128))),
+        SALevel(16, (0.08, 0.16), (8, 16), ((128, 128), (128, 128))),
+    )
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Architecture of :class:`~.model.GPRNet` (travels inside every checkpoint).
+
+    :ivar num_points: points fed to the network per scene (the paper: 16,384).
+    :ivar sa_levels: set-abstraction levels, input to deepest.
+    :ivar fp_mlps: feature-propagation MLP widths, one per SA level, listed from the level
+        nearest the input to the deepest (PointRCNN order); the first one's last width is the
+        per-point feature width C.
+    :ivar norm: ``"batch"`` or ``"group"`` normalisation in the shared MLPs.
+    :ivar group_norm_groups: groups of GroupNorm (channel counts must be divisible).
+    :ivar head_width: hidden width of the stage-1 segmentation and regression heads.
+    :ivar bins: the :class:`~gpr_ros.core.grasp.BinConfig` of the stage-1 regression.
+    :ivar gripper: the :class:`~gpr_ros.core.grasp.GripperModel` (stage-2 crop, widths).
+    :ivar proposal_threshold: minimum sigmoid score of a point to make an inference proposal.
+    :ivar pre_nms_proposals: the highest-scoring points kept before NMS.
+    :ivar nms_threshold: NMS threshold on the grasp distance D.
+    :ivar distance_beta: the weights β of D.
+    :ivar proposals_train: proposals sampled per scene for stage-2 training (paper: 256).
+    :ivar proposals_test: proposals refined per scene at inference (paper: 100).
+    :ivar positive_fraction: the largest fraction of positives among the training proposals.
+    :ivar positive_distance: a proposal is positive if D to its nearest GT grasp is below this.
+    :ivar enlarge: ε, margin added on every side of the closing region of the stage-2 crop, m.
+    :ivar crop_points: points per stage-2 crop (sampled with replacement when fewer).
+    :ivar stage2_mlp: widths of the stage-2 point encoder's shared MLP.
+    :ivar stage2_head: hidden width of the stage-2 heads.
+    :ivar center_scale: normalisation of the stage-2 centre residual target, m.
+    :ivar width_scale: normalisation of the stage-2 width residual target, m.
+    :ivar focal_alpha: α of the focal loss.
+    :ivar focal_gamma: γ of the focal loss.
+    :ivar loss_weights: weights of the named loss terms (see :mod:`.losses`).
+    """
+
+    num_points: int = 4096
+    sa_levels: tuple[SALevel, ...] = field(default_factory=_cpu_levels)
+    fp_mlps: tuple[tuple[int, ...], ...] = ((64, 64), (64, 64), (128, 128), (128, 128))
+    norm: str = "group"
+    group_norm_groups: int = 8
+    head_width: int = 64
+    bins: BinConfig = field(default_factory=BinConfig)
+    gripper: GripperModel = field(default_factory=GripperModel)
+    proposal_threshold: float = 0.3
+    pre_nms_proposals: int = 1024
+    nms_threshold: float = 0.02
+    distance_beta: tuple[float, float, float] = DEFAULT_BETA
+    proposals_train: int = 64
+    proposals_test: int = 100
+    positive_fraction: float = 0.5
+    positive_distance: float = 0.02
+    enlarge: float = 0.01
+    crop_points: int = 64
+    stage2_mlp: tuple[int, ...] = (64, 128)
+    stage2_head: int = 64
+    center_scale: float = 0.01
+    width_scale: float = 0.01
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    loss_weights: Mapping[str, float] = field(
+        default_factory=lambda: dict.fromkeys(LOSS_KEYS, 1.0)
+    )
+
+    def __post_init__(self) -> None:
+        """Validate every field.
+
+        :raises ConfigError: on invalid values or inconsistent sizes.
+        """
+        num_points = _int_tuple([self.num_points], "num_points")[0]
+        object.__setattr__(self, "num_points", num_points)
+        levels = tuple(self.sa_levels)
+        if not levels or not all(isinstance(lv, SALevel) for lv in levels):
+            raise ConfigError("sa_levels must be a non-empty sequence of SALevel")
+        previous = num_points
+        for i, level in enumerate(levels):
+            if level.npoint > previous:
+                raise ConfigError(
+                    f"sa_levels[{i}].npoint = {level.npoint} exceeds the {previous} points of "
+                    "the previous level"
+                )
+            previous = level.npoint
+        object.__setattr__(self, "sa_levels", levels)
+        fp = tuple(_int_tuple(m, "fp_mlps") for m in self.fp_mlps)
+        if len(fp) != len(levels) or any(len(m) == 0 for m in fp):
+            raise ConfigError(
+                f"fp_mlps must hold one non-empty MLP per SA level ({len(levels)}), got {fp}"
+            )
+        object.__setattr__(self, "fp_mlps", fp)
+        if self.norm not in _NORMS:
+            raise ConfigError(f"norm must be one of {_NORMS}, got {self.norm!r}")
+        for name in ("group_norm_groups", "head_width", "pre_nms_proposals", "proposals_train",
+                     "proposals_test", "crop_points", "stage2_head"):
+            object.__setattr__(self, name, _int_tuple([getattr(self, name)], name)[0])
+        object.__setattr__(self, "stage2_mlp", _int_tuple(self.stage2_mlp, "stage2_mlp"))
+        if not self.stage2_mlp:
+            raise ConfigError("stage2_mlp must not be empty")
+        if self.norm == "group":
+            widths = [w for lv in levels for m in lv.mlps for w in m]
+            widths += [w for m in fp for w in m] + [self.head_width, *self.stage2_mlp]
+            bad = sorted({w for w in widths if w % self.group_norm_groups})
+            if bad:
+                raise ConfigError(
+                    f"with norm='group' every MLP width must be divisible by "
+                    f"group_norm_groups={self.group_norm_groups}, got {bad}"
+                )
+        if not isinstance(self.bins, BinConfig):
+            raise ConfigError(f"bins must be a BinConfig, got {type(self.bins).__name__}")
+        if not isinstance(self.gripper, GripperModel):
+            raise ConfigError(f"gripper must be a GripperModel, got {type(self.gripper).__name__}")
+        for name in ("proposal_threshold", "positive_fraction"):
+            value = _positive(getattr(self, name), name, allow_zero=True)
+            if value > 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {value}")
+            object.__setattr__(self, name, value)
+        for name in ("nms_threshold", "enlarge"):
+            object.__setattr__(self, name, _positive(getattr(self, name), name, True))
+        for name in ("positive_distance", "center_scale", "width_scale", "focal_gamma"):
+            object.__setattr__(self, name, _positive(getattr(self, name), name,
+                                                     name == "focal_gamma"))
+        alpha = _positive(self.focal_alpha, "focal_alpha", allow_zero=True)
+        if alpha > 1.0:
+            raise ConfigError(f"focal_alpha must be in [0, 1], got {alpha}")
+        object.__setattr__(self, "focal_alpha", alpha)
+        beta = tuple(_positive(b, "distance_beta", True) for b in self.distance_beta)
+        if len(beta) != 3:
+            raise ConfigError(f"distance_beta must hold 3 weights, got {self.distance_beta!r}")
+        object.__setattr__(self, "distance_beta", beta)
+        weights = dict(self.loss_weights)
+        unknown = sorted(set(weights) - set(LOSS_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown loss_weights key(s) {unknown}; expected {LOSS_KEYS}")
+        defaults = dict.fromkeys(LOSS_KEYS, 1.0)
+        defaults.update({k: _positive(v, f"loss_weights[{k}]", True) for k, v in weights.items()})
+        object.__setattr__(self, "loss_weights", {k: defaults[k] for k in LOSS_KEYS})
+
+    @property
+    def feature_channels(self) -> int:
+        """Width C of the per-point backbone features."""
+        return self.fp_mlps[0][-1]
+
+    @classmethod
+    def cpu(cls, **overrides: Any) -> NetworkConfig:
+        """The CPU preset (see the module docstring).
+
+        :param overrides: fields to replace.
+        :return: the config.
+        """
+        return replace(cls(), **overrides)
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> NetworkConfig:
+        """The paper's setting (16,384 points, PointRCNN-style MSG backbone, 256/100 proposals).
+
+        :param overrides: fields to replace.
+        :return: the config.
+        """
+        base = cls(
+            num_points=16384,
+            sa_levels=_paper_levels(),
+            fp_mlps=((128, 128), (256, 256), (512, 512), (512, 512)),
+            norm="batch",
+            head_width=128,
+            proposals_train=256,
+            proposals_test=100,
+            pre_nms_proposals=4096,
+            crop_points=64,
+            stage2_mlp=(128, 128, 256),
+            stage2_head=256,
+        )
+        return replace(base, **overrides)
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> NetworkConfig:
+        """A very small network for tests (512 points, 3 levels).
+
+        :param overrides: fields to replace.
+        :return: the config.
+        """
+        base = cls(
+            num_points=512,
+            sa_levels=(
+                SALevel(128, (0.01, 0.03), (8, 8), ((16,), (16,))),
+                SALevel(32, (0.03, 0.06), (8, 8), ((32,), (32,))),
+                SALevel(8, (0.06, 0.15), (8, 8), ((32,), (32,))),
+            ),
+            fp_mlps=((32,), (32,), (32,)),
+            head_width=32,
+            proposals_train=16,
+            proposals_test=10,
+            pre_nms_proposals=128,
+            crop_points=16,
+            stage2_mlp=(32,),
+            stage2_head=32,
+        )
+        return replace(base, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a plain, JSON-compatible dict.
+
+        :return: every field; nested configs as dicts, tuples as lists.
+        """
+        return {
+            "num_points": self.num_points,
+            "sa_levels": [lv.to_dict() for lv in self.sa_levels],
+            "fp_mlps": [list(m) for m in self.fp_mlps],
+            "norm": self.norm,
+            "group_norm_groups": self.group_norm_groups,
+            "head_width": self.head_width,
+            "bins": self.bins.to_dict(),
+            "gripper": self.gripper.to_dict(),
+            "proposal_threshold": self.proposal_threshold,
+            "pre_nms_proposals": self.pre_nms_proposals,
+            "nms_threshold": self.nms_threshold,
+            "distance_beta": list(self.distance_beta),
+            "proposals_train": self.proposals_train,
+            "proposals_test": self.proposals_test,
+            "positive_fraction": self.positive_fraction,
+            "positive_distance": self.positive_distance,
+            "enlarge": self.enlarge,
+            "crop_points": self.crop_points,
+            "stage2_mlp": list(self.stage2_mlp),
+            "stage2_head": self.stage2_head,
+            "center_scale": self.center_scale,
+            "width_scale": self.width_scale,
+            "focal_alpha": self.focal_alpha,
+            "focal_gamma": self.focal_gamma,
+            "loss_weights": dict(self.loss_weights),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NetworkConfig:
+        """Build from :meth:`to_dict` output; missing keys take the CPU preset's defaults.
+
+        :param data: the mapping.
+        :return: the config.
+        :raises ConfigError: on unknown keys or invalid values.
+        """
+        _check_keys(data, cls, "NetworkConfig")
+        kwargs: dict[str, Any] = dict(data)
+        try:
+            if "sa_levels" in kwargs:
+                kwargs["sa_levels"] = tuple(SALevel.from_dict(d) for d in kwargs["sa_levels"])
+            if "fp_mlps" in kwargs:
+                kwargs["fp_mlps"] = tuple(tuple(m) for m in kwargs["fp_mlps"])
+            if "bins" in kwargs:
+                kwargs["bins"] = BinConfig.from_dict(kwargs["bins"])
+            if "gripper" in kwargs:
+                kwargs["gripper"] = GripperModel.from_dict(kwargs["gripper"])
+            for key in ("distance_beta", "stage2_mlp"):
+                if key in kwargs:
+                    kwargs[key] = tuple(kwargs[key])
+        except TypeError as err:
+            raise ConfigError(f"invalid NetworkConfig: {err}") from None
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How :func:`~.train.train` trains.
+
+    The paper trains with a learning rate of 0.02 divided by 10 when the error plateaus; here
+    that is SGD with momentum and :class:`torch.optim.lr_scheduler.ReduceLROnPlateau` on the
+    validation loss. With ``optimizer="adam"`` use a smaller ``lr`` (e.g. 1e-3); the same
+    plateau rule applies.
+
+    :ivar network: the architecture.
+    :ivar epochs: total epochs.
+    :ivar batch_size: scenes per step and process.
+    :ivar optimizer: ``"sgd"`` (momentum) or ``"adam"``.
+    :ivar lr: initial learning rate.
+    :ivar momentum: SGD momentum.
+    :ivar weight_decay: L2 weight decay.
+    :ivar plateau_factor: LR multiplier on a plateau (paper: 0.1).
+    :ivar plateau_patience: epochs without validation improvement before reducing the LR.
+    :ivar min_lr: lower bound of the LR.
+    :ivar grad_clip: maximum gradient norm (0: no clipping).
+    :ivar val_fraction: fraction of the scenes held out for validation (at least one scene).
+    :ivar seed: seed of every random choice of the run.
+    :ivar num_workers: DataLoader worker processes (0: load in the main process).
+    :ivar augment: random rotation about the camera's view axis during training.
+    :ivar max_steps_per_epoch: stop an epoch after this many steps (0: the whole dataset).
+    """
+
+    network: NetworkConfig = field(default_factory=NetworkConfig.cpu)
+    epochs: int = 30
+    batch_size: int = 2
+    optimizer: str = "sgd"
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    plateau_factor: float = 0.1
+    plateau_patience: int = 2
+    min_lr: float = 1e-5
+    grad_clip: float = 10.0
+    val_fraction: float = 0.1
+    seed: int = 0
+    num_workers: int = 0
+    augment: bool = True
+    max_steps_per_epoch: int = 0
+
+    def __post_init__(self) -> None:
+        """Validate.
+
+        :raises ConfigError: on invalid values.
+        """
+        if not isinstance(self.network, NetworkConfig):
+            raise ConfigError(f"network must be a NetworkConfig, got {type(self.network)}")
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("plateau_patience", 0),
+                              ("seed", 0), ("num_workers", 0), ("max_steps_per_epoch", 0)):
+            object.__setattr__(self, name, _int_tuple([getattr(self, name)], name, minimum)[0])
+        if self.optimizer not in _OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
+        for name in ("lr", "plateau_factor"):
+            object.__setattr__(self, name, _positive(getattr(self, name), name))
+        for name in ("momentum", "weight_decay", "min_lr", "grad_clip", "val_fraction"):
+            object.__setattr__(self, name, _positive(getattr(self, name), name, True))
+        if self.val_fraction >= 1.0 or self.plateau_factor >= 1.0:
+            raise ConfigError("val_fraction and plateau_factor must be < 1")
+        object.__setattr__(self, "augment", bool(self.augment))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a plain dict (the network as a nested dict).
+
+        :return: every field.
+        """
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["network"] = self.network.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Build from :meth:`to_dict` output; missing keys take their defaults.
+
+        :param data: the mapping.
+        :return: the config.
+        :raises ConfigError: on unknown keys or invalid values.
+        """
+        _check_keys(data, cls, "TrainConfig")
+        kwargs = dict(data)
+        if "network" in kwargs:
+            kwargs["network"] = NetworkConfig.from_dict(kwargs["network"])
+        return cls(**kwargs)
+

@@ -1,0 +1,519 @@
+"""The GPR two-stage network (Sec. V): stage-1 proposals, NMS and sampling, stage-2 refinement.
+
+Stage 1 (Sec. V-A). A PointNet++ MSG backbone gives per-point features; a segmentation head
+predicts one contact logit per point and a regression head predicts, for each of x, y, z
+(centre offset centre - point), width, θ1, θ2 and θ3, ``count`` bin logits followed by
+``count`` normalised residuals (Eq. 3-4, :class:`~gpr_ros.core.grasp.BinConfig`). A point's
+proposal is decoded as argmax bin + that bin's residual, exactly like
+:meth:`BinConfig.decode_grasps` (:meth:`GPRNet.decode_proposals` is its torch twin).
+
+Proposal selection (Sec. V-B). Scores are sigmoid(seg logit). The ``pre_nms_proposals``
+best points (at inference only those with score >= ``proposal_threshold``) are decoded and
+reduced by greedy NMS with the grasp distance D (:func:`~gpr_ros.core.grasp.grasp_nms`,
+run on CPU numpy: it is sequential, ~1k candidates, and not differentiated). Training samples
+``proposals_train`` of the survivors, at most ``positive_fraction`` positives, where a
+proposal is positive if D to its nearest ground-truth grasp is below ``positive_distance``
+(D is invariant to r -> -r); missing slots are filled by sampling with replacement.
+Inference keeps the ``proposals_test`` best.
+
+Stage 2 (Sec. V-B). For each proposal the backbone points inside the enlarged closing region
+are cropped (the box of :class:`~gpr_ros.core.grasp.GripperModel` grown by ε on every side;
+the y extent uses the gripper's *maximum* opening rather than the proposal's width, because
+stage 2 refines the width and must see the object extent a wider opening would enclose),
+``crop_points`` of them are sampled (with replacement when fewer), transformed to the
+canonical gripper frame (divided by ``max_width``), concatenated with their stage-1 features
+and stage-1 scores, and encoded by a PointNet (shared MLP + max-pool). The heads predict:
+
+- a confidence logit;
+- a centre residual in the proposal's gripper frame (``center_scale`` units);
+- a rotation residual δ as an axis-angle vector in the proposal's frame, R' = R·exp(δ).
+  Proposals matched to a ground truth are already close to it (D < ``positive_distance``),
+  so a small-angle residual is well conditioned; unlike re-predicting bins it has no
+  bin-boundary discontinuities and no θ3 singularity for horizontal approaches. The target
+  picks whichever of the two symmetric ground-truth frames (r or -r) is nearer;
+- a width residual (``width_scale`` units).
+
+Gradients of stage 2 flow into the backbone through the gathered features: both stages are
+trained end to end; proposal parameters themselves are detached (as in PointRCNN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.spatial.transform import Rotation
+import torch
+from torch import nn
+
+from gpr_ros.core.grasp import BIN_KEYS, Grasps, grasp_nms, pairwise_grasp_distance
+from gpr_ros.core.network.config import NetworkConfig
+from gpr_ros.core.network.pointnet2 import Backbone, gather_points, shared_mlp
+
+__all__ = [
+    "GPRNet",
+    "ProposalBatch",
+    "axis_angle_to_matrix",
+    "rotations_from_angles",
+]
+
+
+def rotations_from_angles(angles: torch.Tensor) -> torch.Tensor:
+    """Grasp rotations R = [n | r | n x r] from (θ1, θ2, θ3) (torch twin of the core's).
+
+    Same formulas as :func:`~gpr_ros.core.grasp.angles.grasps_from_angles`, including the
+    singular fallback r = (cos θ3, sin θ3, 0).
+
+    :param angles: (..., 3) angles, rad.
+    :return: (..., 3, 3) rotations (columns n, r, n x r).
+    """
+    t1, t2, t3 = angles.unbind(-1)
+    s2 = torch.sin(t2)
+    n = torch.stack([s2 * torch.cos(t1), s2 * torch.sin(t1), torch.cos(t2)], dim=-1)
+    d = torch.stack([torch.cos(t3), torch.sin(t3), torch.zeros_like(t3)], dim=-1)
+    dn = (d * n).sum(-1)
+    nz = n[..., 2]
+    r = nz.unsqueeze(-1) * d
+    r = torch.cat([r[..., :2], (r[..., 2] - dn).unsqueeze(-1)], dim=-1)
+    norm = torch.hypot(nz, dn)
+    singular = norm < 1e-12
+    r = torch.where(singular.unsqueeze(-1), d, r / torch.where(singular, 1.0, norm).unsqueeze(-1))
+    return torch.stack([n, r, torch.linalg.cross(n, r, dim=-1)], dim=-1)
+
+
+def axis_angle_to_matrix(vec: torch.Tensor) -> torch.Tensor:
+    """Rodrigues' formula exp([v]x), stable near zero.
+
+    :param vec: (..., 3) axis-angle vectors.
+    :return: (..., 3, 3) rotations.
+    """
+    theta2 = (vec * vec).sum(-1, keepdim=True).unsqueeze(-1)
+    theta = torch.sqrt(theta2.clamp_min(1e-12))
+    small = theta2 < 1e-8
+    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / theta2.clamp_min(1e-12))
+    x, y, z = vec.unbind(-1)
+    zero = torch.zeros_like(x)
+    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*vec.shape, 3)
+    eye = torch.eye(3, dtype=vec.dtype, device=vec.device).expand_as(k)
+    return eye + a * k + b * (k @ k)
+
+
+@dataclass
+class ProposalBatch:
+    """Selected proposals of a batch (P per scene, padded).
+
+    :ivar index: (B, P) int64 point indices of the proposals.
+    :ivar valid: (B, P) bool, False for padding.
+    :ivar label: (B, P) float, 1 for positives (training), else 0.
+    :ivar center_target: (B, P, 3) centre residual targets (proposal frame, scaled).
+    :ivar rot_target: (B, P, 3) axis-angle targets.
+    :ivar width_target: (B, P) width residual targets (scaled).
+    """
+
+    index: torch.Tensor
+    valid: torch.Tensor
+    label: torch.Tensor
+    center_target: torch.Tensor
+    rot_target: torch.Tensor
+    width_target: torch.Tensor
+
+
+def _to_grasps(center: NDArray[Any], rot: NDArray[Any], width: NDArray[Any],
+               score: NDArray[Any]) -> Grasps:
+    return Grasps(center, rot[:, :, 0], rot[:, :, 1], np.maximum(width, 0.0), score)
+
+
+class GPRNet(nn.Module):
+    """GPR: backbone, stage-1 heads, proposal selection and the stage-2 refinement network."""
+
+    def __init__(self, config: NetworkConfig) -> None:
+        """Build the network.
+
+        :param config: the architecture.
+        """
+        super().__init__()
+        self.config = config
+        self.backbone = Backbone(config)
+        c = config.feature_channels
+        h = config.head_width
+        self.counts = [config.bins.spec(k).count for k in BIN_KEYS]
+        self.seg_head = nn.Sequential(
+            shared_mlp(c, (h,), config.norm, config.group_norm_groups), nn.Conv1d(h, 1, 1)
+        )
+        self.reg_head = nn.Sequential(
+            shared_mlp(c, (h,), config.norm, config.group_norm_groups),
+            nn.Conv1d(h, 2 * sum(self.counts), 1),
+        )
+        # Focal-loss prior (Lin et al.): start with p = 0.01 so early losses are not dominated
+        # by the many easy negatives.
+        seg_out: nn.Conv1d = self.seg_head[-1]  # type: ignore[assignment]
+        assert seg_out.bias is not None
+        nn.init.constant_(seg_out.bias, -math.log((1 - 0.01) / 0.01))
+        self.s2_encoder = shared_mlp(
+            3 + c + 1, config.stage2_mlp, config.norm, config.group_norm_groups
+        )
+        self.s2_head = nn.Sequential(
+            nn.Linear(config.stage2_mlp[-1], config.stage2_head),
+            nn.ReLU(inplace=True),
+            nn.Linear(config.stage2_head, 1 + 3 + 3 + 1),
+        )
+        # Residual outputs start near zero, so untrained refinement leaves proposals intact.
+        s2_out: nn.Linear = self.s2_head[-1]  # type: ignore[assignment]
+        nn.init.normal_(s2_out.weight, std=1e-3)
+        nn.init.zeros_(s2_out.bias)
+
+    # ------------------------------------------------------------------ stage 1
+
+    def stage1(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage-1 heads.
+
+        :param features: (B, C, N) backbone features.
+        :return: ``(seg_logits (B, N), reg (B, R, N))``.
+        """
+        return self.seg_head(features).squeeze(1), self.reg_head(features)
+
+    def split_regression(self, reg: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Split the regression output into per-key bin logits and residuals.
+
+        :param reg: (B, R, N).
+        :return: ``{key: (logits (B, N, K), residuals (B, N, K))}``.
+        """
+        out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        start = 0
+        per_point = reg.transpose(1, 2)
+        for key, count in zip(BIN_KEYS, self.counts, strict=True):
+            out[key] = (per_point[..., start : start + count],
+                        per_point[..., start + count : start + 2 * count])
+            start += 2 * count
+        return out
+
+    def decode_bins(self, reg: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Decode every key as argmax bin + its residual (as :meth:`BinSpec.decode`).
+
+        :param reg: (B, R, N).
+        :return: ``{key: values (B, N)}``.
+        """
+        values: dict[str, torch.Tensor] = {}
+        for key, (logits, res) in self.split_regression(reg).items():
+            spec = self.config.bins.spec(key)
+            bins = logits.argmax(dim=-1, keepdim=True)
+            r = res.gather(-1, bins).squeeze(-1)
+            v = spec.start + (bins.squeeze(-1).to(r.dtype) + 0.5 + r) * spec.size
+            if spec.periodic:
+                v = spec.start + torch.remainder(v - spec.start, spec.period)
+            values[key] = v
+        return values
+
+    def decode_proposals(
+        self, xyz: torch.Tensor, reg: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-point grasp proposals (no gradient).
+
+        :param xyz: (B, N, 3) points.
+        :param reg: (B, R, N) regression output.
+        :return: ``(center (B, N, 3), rotation (B, N, 3, 3), width (B, N))``; widths >= 0.
+        """
+        with torch.no_grad():
+            v = self.decode_bins(reg.detach())
+            center = xyz + torch.stack([v["x"], v["y"], v["z"]], dim=-1)
+            rot = rotations_from_angles(torch.stack([v["theta1"], v["theta2"], v["theta3"]], -1))
+            return center, rot, v["width"].clamp_min(0.0)
+
+    # ------------------------------------------------------------------ proposal selection
+
+    def nms_candidates(
+        self, score: NDArray[Any], center: NDArray[Any], rot: NDArray[Any], width: NDArray[Any],
+        threshold: float, max_keep: int | None,
+    ) -> NDArray[np.int64]:
+        """Top-scoring points, then greedy NMS with D (one scene, numpy).
+
+        :param score: (N,) proposal scores.
+        :param center: (N, 3) centres.
+        :param rot: (N, 3, 3) rotations.
+        :param width: (N,) widths.
+        :param threshold: minimum score.
+        :param max_keep: keep at most this many after NMS.
+        :return: kept point indices, best first.
+        """
+        order = np.argsort(-score, kind="stable")[: self.config.pre_nms_proposals]
+        order = order[score[order] >= threshold]
+        if len(order) == 0:
+            return np.zeros(0, dtype=np.int64)
+        grasps = _to_grasps(center[order], rot[order], width[order], score[order])
+        keep = grasp_nms(grasps, self.config.nms_threshold, self.config.distance_beta, max_keep)
+        return order[keep]
+
+    def sample_training_proposals(
+        self,
+        seg_logits: torch.Tensor,
+        center: torch.Tensor,
+        rot: torch.Tensor,
+        width: torch.Tensor,
+        gt: list[Grasps],
+        rng: np.random.Generator,
+    ) -> ProposalBatch:
+        """NMS, label and sample ``proposals_train`` proposals per scene (Sec. VI-A).
+
+        :param seg_logits: (B, N).
+        :param center: (B, N, 3) decoded centres.
+        :param rot: (B, N, 3, 3) decoded rotations.
+        :param width: (B, N) decoded widths.
+        :param gt: ground-truth grasps of each scene.
+        :param rng: random generator of the sampling.
+        :return: the proposals with their labels and stage-2 targets.
+        """
+        cfg = self.config
+        p = cfg.proposals_train
+        score = torch.sigmoid(seg_logits.detach()).cpu().double().numpy()
+        c_np = center.cpu().double().numpy()
+        r_np = rot.cpu().double().numpy()
+        w_np = width.cpu().double().numpy()
+        b = len(gt)
+        index = np.zeros((b, p), dtype=np.int64)
+        label = np.zeros((b, p), dtype=np.float32)
+        c_t = np.zeros((b, p, 3), dtype=np.float32)
+        r_t = np.zeros((b, p, 3), dtype=np.float32)
+        w_t = np.zeros((b, p), dtype=np.float32)
+        for i in range(b):
+            kept = self.nms_candidates(score[i], c_np[i], r_np[i], w_np[i], 0.0, 4 * p)
+            props = _to_grasps(c_np[i, kept], r_np[i, kept], w_np[i, kept], score[i, kept])
+            if len(gt[i]):
+                dist = pairwise_grasp_distance(props, gt[i], cfg.distance_beta)
+                match = dist.argmin(axis=1)
+                positive = dist[np.arange(len(kept)), match] < cfg.positive_distance
+            else:
+                match = np.zeros(len(kept), dtype=np.int64)
+                positive = np.zeros(len(kept), dtype=bool)
+            pos, neg = np.flatnonzero(positive), np.flatnonzero(~positive)
+            n_pos = min(len(pos), int(round(cfg.positive_fraction * p)))
+            chosen = [rng.permutation(pos)[:n_pos], rng.permutation(neg)[: p - n_pos]]
+            sel = np.concatenate(chosen)
+            if len(sel) < p:
+                sel = np.concatenate([sel, rng.choice(sel, p - len(sel))])
+            index[i] = kept[sel]
+            label[i] = positive[sel]
+            good = positive[sel]
+            if np.any(good):
+                ct, rt, wt = self._targets(props[sel[good]], gt[i][match[sel[good]]])
+                c_t[i, good], r_t[i, good], w_t[i, good] = ct, rt, wt
+        dev = seg_logits.device
+        return ProposalBatch(
+            index=torch.from_numpy(index).to(dev),
+            valid=torch.ones(b, p, dtype=torch.bool, device=dev),
+            label=torch.from_numpy(label).to(dev),
+            center_target=torch.from_numpy(c_t).to(dev),
+            rot_target=torch.from_numpy(r_t).to(dev),
+            width_target=torch.from_numpy(w_t).to(dev),
+        )
+
+    def _targets(
+        self, props: Grasps, gt: Grasps
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
+        """Stage-2 targets of positive proposals from their matched ground truths."""
+        rp = props.rotations
+        rg = gt.rotations
+        center = np.einsum("nji,nj->ni", rp, gt.center - props.center) / self.config.center_scale
+        flip = np.diag([1.0, -1.0, -1.0])  # r -> -r, z -> -z: the same parallel-jaw grasp
+        rel_a = np.einsum("nji,njk->nik", rp, rg)
+        vec_a = Rotation.from_matrix(rel_a).as_rotvec()
+        vec_b = Rotation.from_matrix(rel_a @ flip).as_rotvec()
+        use_b = np.linalg.norm(vec_b, axis=1) < np.linalg.norm(vec_a, axis=1)
+        rot = np.where(use_b[:, None], vec_b, vec_a)
+        width = (gt.width - props.width) / self.config.width_scale
+        return center.astype(np.float32), rot.astype(np.float32), width.astype(np.float32)
+
+    def select_inference_proposals(
+        self,
+        seg_logits: torch.Tensor,
+        center: torch.Tensor,
+        rot: torch.Tensor,
+        width: torch.Tensor,
+        max_proposals: int | None = None,
+        min_score: float | None = None,
+    ) -> ProposalBatch:
+        """The ``proposals_test`` best proposals after NMS (padded per scene).
+
+        :param seg_logits: (B, N).
+        :param center: (B, N, 3).
+        :param rot: (B, N, 3, 3).
+        :param width: (B, N).
+        :param max_proposals: override of ``proposals_test``.
+        :param min_score: override of ``proposal_threshold``.
+        :return: the proposals; ``valid`` marks real ones, best first.
+        """
+        p = self.config.proposals_test if max_proposals is None else int(max_proposals)
+        thr = self.config.proposal_threshold if min_score is None else float(min_score)
+        score = torch.sigmoid(seg_logits.detach()).cpu().double().numpy()
+        c_np, r_np = center.cpu().double().numpy(), rot.cpu().double().numpy()
+        w_np = width.cpu().double().numpy()
+        b = score.shape[0]
+        index = np.zeros((b, p), dtype=np.int64)
+        valid = np.zeros((b, p), dtype=bool)
+        for i in range(b):
+            kept = self.nms_candidates(score[i], c_np[i], r_np[i], w_np[i], thr, p)
+            index[i, : len(kept)] = kept
+            valid[i, : len(kept)] = True
+        dev = seg_logits.device
+        zeros = torch.zeros(b, p, device=dev)
+        return ProposalBatch(
+            index=torch.from_numpy(index).to(dev), valid=torch.from_numpy(valid).to(dev),
+            label=zeros, center_target=zeros.new_zeros(b, p, 3),
+            rot_target=zeros.new_zeros(b, p, 3), width_target=zeros,
+        )
+
+    # ------------------------------------------------------------------ stage 2
+
+    def crop(
+        self,
+        xyz: torch.Tensor,
+        center: torch.Tensor,
+        rot: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample ``crop_points`` points in each proposal's enlarged closing region.
+
+        Vectorised version of :meth:`GripperModel.points_in_closing_region` (y extent: the
+        maximum opening, see the module docstring).
+
+        :param xyz: (B, N, 3) points.
+        :param center: (B, P, 3) proposal centres.
+        :param rot: (B, P, 3, 3) proposal rotations.
+        :param generator: RNG of the random choice among the points of a region.
+        :return: ``(index (B, P, K) into N, canonical (B, P, K, 3) in m, count (B, P))``;
+            a region with fewer than K points repeats them; an empty one gives count 0.
+        """
+        g = self.config.gripper
+        e = self.config.enlarge + 1e-9
+        k = self.config.crop_points
+        origin = center - g.finger_depth * rot[..., 0]
+        canon = torch.einsum("bpni,bpik->bpnk", xyz.unsqueeze(1) - origin.unsqueeze(2), rot)
+        inside = (
+            (canon[..., 0] >= -e)
+            & (canon[..., 0] <= g.finger_depth + e)
+            & (canon[..., 1].abs() <= 0.5 * g.max_width + e)
+            & (canon[..., 2].abs() <= 0.5 * g.finger_height + e)
+        )
+        noise = torch.rand(inside.shape, generator=generator, device="cpu").to(xyz.device)
+        keys = inside.to(xyz.dtype) * (1.0 + noise)
+        kk = min(k, inside.shape[-1])
+        idx = keys.topk(kk, dim=-1).indices
+        count = inside.sum(-1)
+        slot = torch.arange(k, device=xyz.device).expand(*count.shape, k)
+        period = count.clamp_min(1).unsqueeze(-1)
+        src = torch.where(slot < count.unsqueeze(-1), slot, slot % period)
+        src = src.clamp_max(kk - 1)
+        idx = idx.gather(-1, src)
+        local = canon.gather(2, idx.unsqueeze(-1).expand(-1, -1, -1, 3))
+        return idx, local, count
+
+    def refine(
+        self,
+        features: torch.Tensor,
+        seg_logits: torch.Tensor,
+        xyz: torch.Tensor,
+        center: torch.Tensor,
+        rot: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Stage-2 refinement of P proposals per scene.
+
+        :param features: (B, C, N) backbone features.
+        :param seg_logits: (B, N) stage-1 logits.
+        :param xyz: (B, N, 3) points.
+        :param center: (B, P, 3) proposal centres (detached).
+        :param rot: (B, P, 3, 3) proposal rotations (detached).
+        :param generator: RNG of the crop sampling.
+        :return: ``{"conf" (B, P), "d_center" (B, P, 3), "d_rot" (B, P, 3), "d_width" (B, P),
+            "crop_count" (B, P)}``.
+        """
+        b, p = center.shape[:2]
+        idx, local, count = self.crop(xyz, center, rot, generator)
+        k = idx.shape[-1]
+        feats = gather_points(features.transpose(1, 2), idx.reshape(b, p * k))
+        score = torch.sigmoid(seg_logits.detach()).unsqueeze(-1)
+        seg = gather_points(score, idx.reshape(b, p * k))
+        local = local / self.config.gripper.max_width
+        x = torch.cat([local.reshape(b, p * k, 3), feats, seg], dim=-1)
+        x = x * (count > 0).reshape(b, p, 1).expand(b, p, k).reshape(b, p * k, 1)
+        x = x.reshape(b * p, k, -1).transpose(1, 2).contiguous()
+        pooled = self.s2_encoder(x).max(dim=-1).values
+        out = self.s2_head(pooled).reshape(b, p, -1)
+        return {
+            "conf": out[..., 0],
+            "d_center": out[..., 1:4],
+            "d_rot": out[..., 4:7],
+            "d_width": out[..., 7],
+            "crop_count": count,
+        }
+
+    def apply_refinement(
+        self,
+        center: torch.Tensor,
+        rot: torch.Tensor,
+        width: torch.Tensor,
+        s2: Mapping[str, torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Refined grasps from proposals and stage-2 residuals.
+
+        :param center: (B, P, 3).
+        :param rot: (B, P, 3, 3).
+        :param width: (B, P).
+        :param s2: output of :meth:`refine`.
+        :return: ``(center, rotation, width)`` refined; widths >= 0.
+        """
+        cfg = self.config
+        d_c = torch.einsum("bpij,bpj->bpi", rot, s2["d_center"] * cfg.center_scale)
+        new_rot = rot @ axis_angle_to_matrix(s2["d_rot"])
+        new_width = (width + s2["d_width"] * cfg.width_scale).clamp_min(0.0)
+        return center + d_c, new_rot, new_width
+
+    # ------------------------------------------------------------------ training forward
+
+    def forward(
+        self,
+        xyz: torch.Tensor,
+        groups: Mapping[str, torch.Tensor],
+        gt: list[Grasps] | None = None,
+        seed: int = 0,
+    ) -> dict[str, Any]:
+        """Full forward pass.
+
+        With ``gt`` (training / validation) proposals are sampled and labelled against the
+        ground truth; without it the inference proposals are used.
+
+        :param xyz: (B, N, 3) points.
+        :param groups: batched group indices.
+        :param gt: ground-truth grasps per scene, or ``None``.
+        :param seed: seed of the proposal and crop sampling (deterministic runs).
+        :return: ``{"seg_logits", "reg", "proposals" (:class:`ProposalBatch`), "stage2"
+            (dict of :meth:`refine`), "center", "rotation", "width"}`` where the last three
+            are the proposals' decoded stage-1 parameters (B, P, ...).
+        """
+        features = self.backbone(xyz, groups)
+        seg_logits, reg = self.stage1(features)
+        center, rot, width = self.decode_proposals(xyz, reg)
+        if gt is not None:
+            props = self.sample_training_proposals(
+                seg_logits, center, rot, width, gt, np.random.default_rng(seed)
+            )
+        else:
+            props = self.select_inference_proposals(seg_logits, center, rot, width)
+        p_center = gather_points(center, props.index)
+        p_rot = gather_points(rot.flatten(2), props.index).unflatten(-1, (3, 3))
+        p_width = torch.gather(width, 1, props.index)
+        generator = torch.Generator().manual_seed(int(seed))
+        s2 = self.refine(features, seg_logits, xyz, p_center, p_rot, generator)
+        return {
+            "seg_logits": seg_logits,
+            "reg": reg,
+            "proposals": props,
+            "stage2": s2,
+            "center": p_center,
+            "rotation": p_rot,
+            "width": p_width,
+        }

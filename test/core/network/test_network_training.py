@@ -1,0 +1,173 @@
+"""Training, checkpoints, resume, DDP (2 gloo processes) and detection on tiny scenes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+import json
+import os
+from pathlib import Path
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from gpr_ros.core.grasp import STAGE_1, STAGE_2
+from gpr_ros.core.network.checkpoint import load_model, save_checkpoint
+from gpr_ros.core.network.config import NetworkConfig, TrainConfig
+from gpr_ros.core.network.data import SceneDataset, collate
+from gpr_ros.core.network.errors import CheckpointError
+from gpr_ros.core.network.inference import TIMING_FIELDS, GraspDetector, benchmark_inference
+from gpr_ros.core.network.losses import compute_losses
+from gpr_ros.core.network.model import GPRNet
+from gpr_ros.core.network.synthetic import synthetic_scene, write_synthetic_dataset
+from gpr_ros.core.network.train import train
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic_dataset(tmp_path_factory.mktemp("ds"), 4, seed=0, num_points=700)
+
+
+def _train_config(**kw) -> TrainConfig:
+    base = TrainConfig(network=NetworkConfig.tiny(), epochs=2, batch_size=2, val_fraction=0.25,
+                       seed=0, augment=True, lr=0.02)
+    return replace(base, **kw)
+
+
+def test_loss_falls_when_overfitting_two_scenes(dataset: Path) -> None:
+    cfg = NetworkConfig.tiny()
+    ds = SceneDataset(dataset, cfg, indices=[0, 1])
+    batch = collate([ds[0], ds[1]])
+    torch.manual_seed(0)
+    net = GPRNet(cfg)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    history = []
+    threads = torch.get_num_threads()
+    # One thread: tiny tensors gain nothing from two, and a busy machine makes OpenMP spin.
+    torch.set_num_threads(1)
+    try:
+        for step in range(40):
+            out = net(batch["points"], batch["groups"], batch["gt"], seed=step)
+            loss = compute_losses(out, batch, cfg)["total"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            history.append(loss.item())
+    finally:
+        torch.set_num_threads(threads)
+    assert np.mean(history[-5:]) < 0.5 * np.mean(history[:3])
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(dataset: Path, tmp_path: Path) -> None:
+    cfg = NetworkConfig.tiny()
+    torch.manual_seed(1)
+    net = GPRNet(cfg).eval()
+    path = save_checkpoint(tmp_path / "m.pt", net, cfg, epoch=3, metrics={"val_total": 1.5})
+    loaded = load_model(path)
+    assert loaded.config == cfg and not loaded.training
+    batch = collate([SceneDataset(dataset, cfg)[0]])
+    with torch.no_grad():
+        a = net(batch["points"], batch["groups"])
+        b = loaded(batch["points"], batch["groups"])
+    for key in ("seg_logits", "reg", "center", "rotation", "width"):
+        assert torch.equal(a[key], b[key])
+    assert torch.equal(a["stage2"]["conf"], b["stage2"]["conf"])
+
+
+def test_bad_checkpoints_raise_checkpoint_error(tmp_path: Path) -> None:
+    cfg = NetworkConfig.tiny()
+    net = GPRNet(cfg)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "missing.pt")
+    good = save_checkpoint(tmp_path / "good.pt", net, cfg, epoch=1)
+    data = good.read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_model(tmp_path / "trunc.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_model(tmp_path / "junk.pt")
+    other = NetworkConfig.tiny(head_width=64)
+    save_checkpoint(tmp_path / "mismatch.pt", net, other, epoch=1)
+    with pytest.raises(CheckpointError, match="does not match its network_config"):
+        load_model(tmp_path / "mismatch.pt")
+    torch.save({"format_version": 99}, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="missing key"):
+        load_model(tmp_path / "old.pt")
+
+
+def test_resume_matches_uninterrupted_run(dataset: Path, tmp_path: Path) -> None:
+    cfg = _train_config()
+    full = train(cfg, dataset, tmp_path / "full", progress=False)
+    part = train(replace(cfg, epochs=1), dataset, tmp_path / "part", progress=False)
+    assert part.epoch == 1
+    resumed = train(cfg, dataset, tmp_path / "part", progress=False)
+    assert resumed.epoch == 2
+    for (name, a), (_, b) in zip(full.model.state_dict().items(),
+                                 resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert full.metrics == resumed.metrics
+    rows = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1.0, 2.0]
+    assert (tmp_path / "part" / "metrics.png").stat().st_size > 0
+    assert load_model(tmp_path / "part" / "last.pt").config == cfg.network
+    assert (tmp_path / "full" / "best.pt").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    try:
+        result = train(_train_config(epochs=1), data, out, progress=False)
+        torch.save(result.model.state_dict(), Path(out) / f"rank{rank}.pt")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_ddp_two_gloo_processes_end_with_identical_weights(dataset: Path,
+                                                           tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(dataset), str(out)), nprocs=2, join=True)
+    a = torch.load(out / "rank0.pt", weights_only=True)
+    b = torch.load(out / "rank1.pt", weights_only=True)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    init = GPRNet(NetworkConfig.tiny()).state_dict()
+    assert any(not torch.equal(a[k], init[k]) for k in a)  # it trained
+    assert (out / "last.pt").exists() and not (out / "rank1" ).exists()
+
+
+def test_detect_returns_ranked_grasps_within_gripper(tmp_path: Path) -> None:
+    cfg = NetworkConfig.tiny(proposal_threshold=0.0)
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "d.pt", GPRNet(cfg), cfg, epoch=0)
+    detector = GraspDetector.from_checkpoint(path)
+    cloud = synthetic_scene(np.random.default_rng(0), num_points=1500)["points"]
+    for stage in (STAGE_1, STAGE_2):
+        grasps = detector.detect(cloud, stage=stage)
+        assert 0 < len(grasps) <= cfg.proposals_test
+        assert np.all(grasps.width <= 0.05) and np.all(grasps.width >= 0)
+        assert np.all(np.diff(grasps.score) <= 0)
+        assert np.all(grasps.stage == stage)
+        timing = detector.last_timing
+        assert set(TIMING_FIELDS) <= set(timing)
+        assert timing["total"] >= timing["backbone"] > 0
+        assert timing["num_input_points"] == 1500 and timing["num_used_points"] == 512
+    again = detector.detect(cloud)
+    np.testing.assert_array_equal(again.center, detector.detect(cloud).center)
+    small = detector.detect(cloud[:100], max_grasps=5)  # fewer points than the input size
+    assert len(small) <= 5
+    bench = benchmark_inference(detector, cloud, repeats=2, warmup=1)
+    assert bench["total"] > 0
