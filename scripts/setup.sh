@@ -97,6 +97,7 @@ if ! stamp_ok gpr_msgs "$msgs_hash"; then
   say "building gpr_msgs with colcon (about 30 s)"
   (
     cd "$ROOT"
+    mkdir -p build
     export CMAKE_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH"
     unset AMENT_PREFIX_PATH
     "$VENV/bin/colcon" --log-base build/log build --base-paths gpr_msgs --build-base build \
