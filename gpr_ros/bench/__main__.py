@@ -90,10 +90,52 @@ def bench_dataset() -> None:
           f'({120 / per_scene:.1f} with --workers 2)')
 
 
+def bench_network() -> None:
+    """GPR inference latency per stage on a 16,384-point cloud, and the speed-up of the
+    precomputed CPU grouping over a pure-PyTorch reference (Python-loop FPS, dense distances).
+
+    Uses ``$GPR_BENCH_MODEL`` or the shipped model when present, else random weights (latency
+    does not depend on the weights, except through the number of stage-2 proposals).
+    """
+    import os
+    from pathlib import Path
+
+    import torch
+
+    from gpr_ros.core.network.config import NetworkConfig
+    from gpr_ros.core.network.inference import GraspDetector, benchmark_reference
+    from gpr_ros.core.network.model import GPRNet
+    from gpr_ros.resources import share_dir
+
+    candidates = [os.environ.get('GPR_BENCH_MODEL', ''),
+                  str(share_dir() / 'models' / 'gpr_default.pt')]
+    model_path = next((c for c in candidates if c and Path(c).is_file()), None)
+    if model_path:
+        detector = GraspDetector.from_checkpoint(model_path)
+        print(f'model: {model_path}')
+    else:
+        torch.manual_seed(0)
+        detector = GraspDetector(GPRNet(NetworkConfig.cpu()), model_name='random-cpu')
+        print('model: cpu preset with random weights (no trained model found)')
+    rng = np.random.default_rng(0)
+    cloud = np.column_stack([rng.uniform(-0.15, 0.15, (16_384, 2)),
+                             1.3 - rng.uniform(0, 0.08, 16_384)])
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        res = benchmark_reference(detector, cloud, repeats=5)
+        fast, ref = res['fast'], res['reference']
+        stages = ' '.join(f'{k} {fast[k] * 1000:.0f}' for k in
+                          ('preprocess', 'backbone', 'stage1', 'nms', 'stage2', 'postprocess'))
+        print(f'{threads} thread(s): median total {fast["total"] * 1000:.0f} ms ({stages} ms); '
+              f'reference {ref["total"] * 1000:.0f} ms; speed-up {res["speedup_total"]:.1f}x '
+              f'(grouping {res["speedup_preprocess"]:.1f}x)')
+
+
 BENCHMARKS: dict[str, Callable[[], None]] = {
     'geometry': bench_geometry,
     'conversions': bench_conversions,
     'dataset': bench_dataset,
+    'network': bench_network,
 }
 
 
