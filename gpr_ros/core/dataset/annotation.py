@@ -63,7 +63,7 @@ from gpr_ros.core.dataset.errors import DatasetError, MeshError
 from gpr_ros.core.errors import ConfigError, GeometryError
 from gpr_ros.core.grasp.distance import DEFAULT_BETA, DEFAULT_NMS_THRESHOLD, grasp_nms
 from gpr_ros.core.grasp.grasps import STAGE_ANNOTATION, Grasps
-from gpr_ros.core.grasp.gripper import GripperModel
+from gpr_ros.core.grasp.gripper import GripperModel, in_swept_body, in_swept_body_banded
 from gpr_ros.core.quality.ferrari_canny import (
     DEFAULT_NUM_CONE_EDGES,
     DEFAULT_TORSIONAL_FRICTION,
@@ -398,48 +398,6 @@ class ObjectAnnotation:
 # ---------------------------------------------------------------------------------- geometry
 
 
-def _in_swept_body(
-    x: NDArray[np.float64],
-    abs_y: NDArray[np.float64],
-    abs_z: NDArray[np.float64],
-    half_open: NDArray[np.float64],
-    gripper: GripperModel,
-    sweep: float,
-) -> NDArray[np.bool_]:
-    """Whether points lie inside the gripper body swept back along −n by ``sweep``.
-
-    Coordinates are in the grasp frame with the origin at the grasp centre o (x along the
-    approach, so the fingertips are at x = 0 and the palm face at x = −finger_depth). The
-    boxes are those of :class:`GripperModel` (open boxes) for an opening of 2·``half_open``,
-    each elongated by ``sweep`` towards −x.
-    """
-    t = gripper.finger_thickness
-    finger_band = (abs_y > half_open) & (abs_y < half_open + t)
-    palm_band = abs_y < np.maximum(half_open, 0.5 * gripper.max_width) + t
-    return _in_swept_body_banded(x, abs_z, finger_band, palm_band, gripper, sweep)
-
-
-def _in_swept_body_banded(
-    x: NDArray[np.floating[Any]],
-    abs_z: NDArray[np.floating[Any]],
-    finger_band: NDArray[np.bool_],
-    palm_band: NDArray[np.bool_],
-    gripper: GripperModel,
-    sweep: float,
-) -> NDArray[np.bool_]:
-    """:func:`_in_swept_body` with the approach-independent |y| tests precomputed."""
-    fd = gripper.finger_depth
-    fingers = finger_band & (x < 0.0) & (x > -fd - sweep) & (abs_z < 0.5 * gripper.finger_height)
-    palm = (
-        palm_band
-        & (x < -fd)
-        & (x > -fd - gripper.palm_depth - sweep)
-        & (abs_z < 0.5 * gripper.palm_height)
-    )
-    result: NDArray[np.bool_] = fingers | palm
-    return result
-
-
 def gripper_collision(
     points: ArrayLike,
     grasps: Grasps,
@@ -483,7 +441,7 @@ def gripper_collision(
         abs_y = np.abs(np.einsum("npk,nk->np", rel, grasps.closing[sl]))
         abs_z = np.abs(np.einsum("npk,nk->np", rel, z_axis))
         half = 0.5 * w[sl, None]
-        result[sl] = _in_swept_body(x, abs_y, abs_z, half, gripper, sweep).any(axis=1)
+        result[sl] = in_swept_body(x, abs_y, abs_z, half, gripper, sweep).any(axis=1)
     return result
 
 
@@ -542,7 +500,7 @@ def _approach_collisions(
             cos_p, sin_p = cos_c[ci, j], sin_c[ci, j]
             x = a_k * cos_p + b_k * sin_p
             abs_z = np.abs(b_k * cos_p - a_k * sin_p)
-            inside = _in_swept_body_banded(
+            inside = in_swept_body_banded(
                 x, abs_z, finger_band, palm_band, gripper, sweep
             )
             collides[sl, j] = np.bincount(ci[inside], minlength=n_sub) > 0

@@ -24,7 +24,7 @@ from scipy.spatial import cKDTree
 
 from gpr_ros.core.errors import ConfigError
 from gpr_ros.core.grasp import Grasps
-from gpr_ros.core.grasp.gripper import GripperModel
+from gpr_ros.core.grasp.gripper import GripperModel, in_swept_body
 
 #: Point classes (Fig. 3 of the paper): what a point of the observed cloud is labelled as.
 POINT_BACKGROUND = 0          # not near any sampled contact (bin, unlabelled object surface)
@@ -124,7 +124,9 @@ def swept_gripper_collisions(obstacles: NDArray[np.float64], grasps: Grasps,
 
     The gripper moves to the grasp along its approach axis (+X of the grasp frame), so the
     swept volume of each box is the box extended backwards along X by ``pregrasp_distance``:
-    one box test per finger and palm covers the whole approach path.
+    one box test per finger and palm covers the whole approach path
+    (:func:`~gpr_ros.core.grasp.gripper.in_swept_body`, shared with the single-object
+    annotation). A KD-tree limits each grasp's test to the obstacle points within reach.
 
     :param obstacles: (P, 3) points in the grasps' frame.
     :param grasps: N grasps.
@@ -148,10 +150,6 @@ def swept_gripper_collisions(obstacles: NDArray[np.float64], grasps: Grasps,
     # Only points near a grasp's swept volume can hit it: query around the sweep's midpoint.
     mid = origin - 0.5 * (pregrasp_distance + gripper.palm_depth) * grasps.approach
     near = tree.query_ball_point(mid, reach)
-    inner = 0.5 * width
-    outer = inner + gripper.finger_thickness
-    palm_y = 0.5 * np.maximum(width, gripper.max_width) + gripper.finger_thickness
-    tol = 1e-4
     order = np.argsort([len(x) for x in near])
     batch: list[int] = []
     budget = 0
@@ -163,14 +161,10 @@ def swept_gripper_collisions(obstacles: NDArray[np.float64], grasps: Grasps,
         if batch:
             idx = np.concatenate([np.asarray(near[j], dtype=np.int64) for j in batch])
             owner = np.repeat(np.asarray(batch), [len(near[j]) for j in batch])
-            canon = np.einsum('kji,kj->ki', rot[owner], pts[idx] - origin[owner])
-            x, y, z = canon[:, 0], np.abs(canon[:, 1]), np.abs(canon[:, 2])
-            fingers = ((x > -pregrasp_distance) & (x < gripper.finger_depth - tol)
-                       & (y > inner[owner] + tol) & (y < outer[owner])
-                       & (z < 0.5 * gripper.finger_height))
-            palm = ((x > -gripper.palm_depth - pregrasp_distance) & (x < 0)
-                    & (y < palm_y[owner]) & (z < 0.5 * gripper.palm_height))
-            hit[np.unique(owner[fingers | palm])] = True
+            local = np.einsum('kji,kj->ki', rot[owner], pts[idx] - grasps.center[owner])
+            inside = in_swept_body(local[:, 0], np.abs(local[:, 1]), np.abs(local[:, 2]),
+                                   0.5 * width[owner], gripper, pregrasp_distance)
+            hit[np.unique(owner[inside])] = True
         if i < 0:
             break
         batch, budget = [int(i)], len(near[i])

@@ -366,3 +366,45 @@ def _check_enlarge(enlarge: float) -> float:
     if not math.isfinite(e) or e < 0.0:
         raise ConfigError(f"enlarge must be a finite margin >= 0 m, got {enlarge}")
     return e
+
+
+def in_swept_body(
+    x: NDArray[np.float64],
+    abs_y: NDArray[np.float64],
+    abs_z: NDArray[np.float64],
+    half_open: NDArray[np.float64],
+    gripper: GripperModel,
+    sweep: float,
+) -> NDArray[np.bool_]:
+    """Whether points lie inside the gripper body swept back along −n by ``sweep``.
+
+    Coordinates are in the grasp frame with the origin at the grasp centre o (x along the
+    approach, so the fingertips are at x = 0 and the palm face at x = −finger_depth). The
+    boxes are those of :class:`GripperModel` (open boxes) for an opening of 2·``half_open``,
+    each elongated by ``sweep`` towards −x.
+    """
+    t = gripper.finger_thickness
+    finger_band = (abs_y > half_open) & (abs_y < half_open + t)
+    palm_band = abs_y < np.maximum(half_open, 0.5 * gripper.max_width) + t
+    return in_swept_body_banded(x, abs_z, finger_band, palm_band, gripper, sweep)
+
+
+def in_swept_body_banded(
+    x: NDArray[np.floating[Any]],
+    abs_z: NDArray[np.floating[Any]],
+    finger_band: NDArray[np.bool_],
+    palm_band: NDArray[np.bool_],
+    gripper: GripperModel,
+    sweep: float,
+) -> NDArray[np.bool_]:
+    """:func:`in_swept_body` with the approach-independent |y| tests precomputed."""
+    fd = gripper.finger_depth
+    fingers = finger_band & (x < 0.0) & (x > -fd - sweep) & (abs_z < 0.5 * gripper.finger_height)
+    palm = (
+        palm_band
+        & (x < -fd)
+        & (x > -fd - gripper.palm_depth - sweep)
+        & (abs_z < 0.5 * gripper.palm_height)
+    )
+    result: NDArray[np.bool_] = fingers | palm
+    return result
