@@ -1,0 +1,110 @@
+"""``gpr-ros bench``: simulated benchmarks (clutter removal, paper Sec. VI-C)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``bench`` command group."""
+    parser = sub.add_parser('bench', help='simulated grasping benchmarks')
+    group = parser.add_subparsers(dest='bench_command', required=True, metavar='COMMAND')
+    clutter = group.add_parser(
+        'clutter', help='simulated clutter removal (SR / CR, paper Table III)',
+        description='Pour objects into a simulated bin and let each policy grasp them out with '
+                    'a simulated parallel-jaw gripper. Every attempt is appended to '
+                    'OUT/attempts.jsonl; rerunning the same command resumes. Writes '
+                    'OUT/results.{md,json,csv,png}.')
+    clutter.add_argument('--protocol', choices=('gpr', 'pile'), default='gpr',
+                         help="'gpr': 10 of 20 objects, 15 attempts (paper); 'pile': 5 "
+                              'objects, two consecutive failures end a round (VGN)')
+    clutter.add_argument('--objects', default='novel',
+                         help="'similar', 'novel' or a folder of meshes (default novel)")
+    clutter.add_argument('--units', choices=('m', 'cm', 'mm'), default='m',
+                         help='units of the meshes in an --objects folder (default m)')
+    clutter.add_argument('--trials', type=int, default=10, help='trials per policy (default 10)')
+    clutter.add_argument('--seed', type=int, default=0, help='run seed (default 0)')
+    clutter.add_argument('--policies', default='gpr,stage1,antipodal,random',
+                         help='comma-separated names or package.module:factory '
+                              '(default gpr,stage1,antipodal,random)')
+    clutter.add_argument('--model', type=Path, default=None,
+                         help='GPR checkpoint (default models/gpr_default.pt in the share dir)')
+    clutter.add_argument('--device', default='cpu', help='torch device (default cpu)')
+    clutter.add_argument('--out', type=Path, required=True, help='results folder')
+    clutter.add_argument('--workers', type=int, default=1, help='worker processes (default 1)')
+    clutter.add_argument('--clean', action='store_true', help='no sensor noise')
+    clutter.add_argument('--cache', type=Path, default=None,
+                         help='object cache (default $GPR_ROS_CACHE or ~/.cache/gpr_ros)')
+    clutter.set_defaults(func=_clutter)
+
+
+def _default_model() -> Path | None:
+    from gpr_ros.resources import share_dir
+    try:
+        path = share_dir() / 'models' / 'gpr_default.pt'
+    except FileNotFoundError:
+        return None
+    return path if path.is_file() else None
+
+
+def _clutter(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from gpr_ros.core.clutter.policies import NETWORK_POLICIES, PolicyContext
+    from gpr_ros.core.clutter.protocol import ClutterConfig, ProtocolConfig
+    from gpr_ros.core.clutter.runner import AttemptLog, run_benchmark, summarize, write_reports
+    from gpr_ros.core.dataset.generate import _spec_of, default_cache_dir
+    from gpr_ros.core.dataset.objects import ObjectConfig, resolve_object_set
+    from gpr_ros.core.errors import GprError
+    from gpr_ros.core.sim.camera import NoiseConfig
+
+    prog = 'gpr-ros bench clutter'
+    policies = [p.strip() for p in args.policies.split(',') if p.strip()]
+    if not policies or args.trials < 1 or args.workers < 1:
+        print(f'{prog}: need at least one policy, --trials >= 1 and --workers >= 1',
+              file=sys.stderr)
+        return 2
+    model = args.model if args.model is not None else _default_model()
+    context = PolicyContext(model_path=model, device=args.device)
+
+    def check(name: str, ctx: PolicyContext) -> str | None:
+        if name in NETWORK_POLICIES and (ctx.model_path is None or not ctx.model_path.is_file()):
+            return (f'no GPR model at {ctx.model_path}' if ctx.model_path is not None
+                    else 'no GPR model (models/gpr_default.pt missing; pass --model)')
+        return None
+
+    try:
+        config = ClutterConfig(protocol=ProtocolConfig.named(args.protocol),
+                               noise=NoiseConfig(enabled=not args.clean))
+        cache = args.cache if args.cache is not None else default_cache_dir()
+        models = resolve_object_set(str(args.objects), cache, ObjectConfig(user_units=args.units))
+        pool = [_spec_of(m) for m in models]
+        for name in policies:
+            reason = check(name, context)
+            if reason is not None:
+                print(f'{prog}: skipping policy {name!r}: {reason}', file=sys.stderr)
+        runnable = [p for p in policies if check(p, context) is None]
+        bar = tqdm(total=len(runnable) * args.trials, desc='trials', unit='trial')
+        stats = {'attempts': 0, 'successes': 0}
+
+        def progress(end: dict) -> None:
+            stats['attempts'] += int(end['attempts'])
+            stats['successes'] += int(end['successes'])
+            bar.set_postfix(policy=end['policy'], SR=f"{stats['successes']}/{stats['attempts']}")
+            bar.update(1)
+
+        run = run_benchmark(args.out, pool, policies, args.trials, args.seed, config, context,
+                            object_set=str(args.objects), workers=args.workers,
+                            progress=progress, check_policy=check)
+        bar.update(len(run.skipped))
+        bar.close()
+        summary = summarize(AttemptLog(args.out / 'attempts.jsonl').read())
+        notes = [f'policy {n!r} skipped: {r}' for n, r in run.unavailable.items()]
+        write_reports(args.out, summary, notes)
+    except GprError as err:
+        print(f'{prog}: {err}', file=sys.stderr)
+        return 1
+    print((args.out / 'results.md').read_text())
+    return 0

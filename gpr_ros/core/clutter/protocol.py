@@ -1,0 +1,368 @@
+"""Clutter-removal protocols and one trial of them.
+
+Protocols (:class:`ProtocolConfig`):
+
+- ``gpr`` (paper Sec. VI-C): a fixed ``subset_size`` (20) object subset of the object set is
+  drawn once from the run seed; each trial pours ``objects_per_trial`` (10) of those 20 into the
+  bin; the policy grasps until the bin is empty or ``max_attempts`` (15) grasps were attempted.
+  SR = successes / attempts, CR = objects removed / objects in the bin.
+- ``pile`` (VGN / GIGA-style): ``objects_per_trial`` (5) objects from the whole set per trial
+  (the bin stays, unlike VGN's removed box); a round ends when the bin is empty or after
+  ``max_consecutive_failures`` (2) failed attempts in a row. GSR and DR are the same ratios.
+
+Decisions (documented here and in the results):
+
+- *No grasp*: a cloud for which the policy proposes no feasible grasp (none, or all wider
+  than the opening / unreachable) ends the trial with ``ended_by = 'no_grasp'``; it is logged
+  but is *not* an attempt (SR counts executed grasps; CR pays for the objects left), as in VGN.
+- *Objects that leave the bin* while pouring are not counted in the trial's total; objects
+  pushed or dropped out of the bin during an attempt are removed from the scene but count
+  as *not* removed in CR (only objects lifted by the gripper count), and the attempt is a
+  success only if the gripper lifted an object.
+- *Double picks*: an attempt that lifts two objects is one success and removes both.
+
+Randomness: the objects and poses of trial t depend only on ``(seed, t)`` (the same for every
+policy); attempt a of trial t draws its camera noise from ``(seed, t, a, 1)`` and the policy's
+rng from ``(seed, t, a, 2)``, so a trial re-run from its start repeats itself exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+import time
+from typing import Any
+
+import numpy as np
+
+from gpr_ros.core.clutter.policies import GraspPolicy
+from gpr_ros.core.errors import ConfigError
+from gpr_ros.core.grasp.grasps import Grasps
+from gpr_ros.core.sim.camera import (
+    CameraConfig,
+    NoiseConfig,
+    _config_from_dict,
+    _config_to_dict,
+)
+from gpr_ros.core.sim.gripper import (
+    ExecutionConfig,
+    GripperSimConfig,
+    Outcome,
+    SimGripper,
+    _check,
+    execute_grasp,
+)
+from gpr_ros.core.sim.world import BinConfig, BinWorld, SceneConfig, SceneObjectSpec
+
+__all__ = [
+    "PROTOCOL_NAMES",
+    "ClutterConfig",
+    "ProtocolConfig",
+    "TrialResult",
+    "run_trial",
+    "select_subset",
+    "trial_objects",
+]
+
+PROTOCOL_NAMES = ("gpr", "pile")
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """A clutter-removal protocol (use :meth:`named` for the two standard ones).
+
+    :ivar name: ``'gpr'`` or ``'pile'`` (or a custom label).
+    :ivar subset_size: objects drawn once per run from the set (``None``: the whole set).
+    :ivar objects_per_trial: objects poured per trial.
+    :ivar max_attempts: attempt limit per trial (``None``: none).
+    :ivar max_consecutive_failures: failed attempts in a row that end a trial (``None``: none).
+    """
+
+    name: str = "gpr"
+    subset_size: int | None = 20
+    objects_per_trial: int = 10
+    max_attempts: int | None = 15
+    max_consecutive_failures: int | None = None
+
+    def __post_init__(self) -> None:
+        """Validate the values.
+
+        :raises ConfigError: on non-positive counts or a trial that can never end.
+        """
+        for name in ("subset_size", "objects_per_trial", "max_attempts",
+                     "max_consecutive_failures"):
+            value = getattr(self, name)
+            if value is None and name != "objects_per_trial":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"ProtocolConfig.{name} must be an int >= 1, got {value!r}")
+        if self.max_attempts is None and self.max_consecutive_failures is None:
+            raise ConfigError("ProtocolConfig needs max_attempts or max_consecutive_failures")
+        if self.subset_size is not None and self.subset_size < self.objects_per_trial:
+            raise ConfigError("ProtocolConfig.subset_size must be >= objects_per_trial")
+
+    @classmethod
+    def named(cls, name: str) -> ProtocolConfig:
+        """Return a standard protocol.
+
+        :param name: ``'gpr'`` (10 of 20 objects, 15 attempts) or ``'pile'`` (5 objects, two
+            consecutive failures).
+        :return: the protocol.
+        :raises ConfigError: on another name.
+        """
+        if name == "gpr":
+            return cls()
+        if name == "pile":
+            return cls(name="pile", subset_size=None, objects_per_trial=5, max_attempts=None,
+                       max_consecutive_failures=2)
+        raise ConfigError(f"unknown protocol {name!r}: expected one of {PROTOCOL_NAMES}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the configuration as plain Python values.
+
+        :return: ``{field: value}``.
+        """
+        return _config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProtocolConfig:
+        """Build from a mapping; missing keys take their defaults.
+
+        :param data: ``{field: value}``.
+        :return: the configuration.
+        """
+        result: ProtocolConfig = _config_from_dict(cls, data)
+        return result
+
+
+@dataclass(frozen=True)
+class ClutterConfig:
+    """Everything a clutter-removal trial needs besides the policy and the objects.
+
+    :ivar protocol: the protocol.
+    :ivar camera: the camera.
+    :ivar noise: sensor noise (``enabled=False`` for clean clouds).
+    :ivar bin: the bin.
+    :ivar scene: simulation and pouring settings (``num_objects`` is ignored).
+    :ivar gripper: the simulated gripper.
+    :ivar execution: how grasps are executed.
+    :ivar min_points: a cloud with fewer points counts as an empty bin view (no grasp).
+    """
+
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    bin: BinConfig = field(default_factory=BinConfig)
+    scene: SceneConfig = field(default_factory=SceneConfig)
+    gripper: GripperSimConfig = field(default_factory=GripperSimConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    min_points: int = 50
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return nested plain Python values.
+
+        :return: ``{section: {field: value}}``.
+        """
+        return {
+            "protocol": self.protocol.to_dict(), "camera": self.camera.to_dict(),
+            "noise": self.noise.to_dict(), "bin": self.bin.to_dict(),
+            "scene": self.scene.to_dict(), "gripper": self.gripper.to_dict(),
+            "execution": self.execution.to_dict(), "min_points": self.min_points,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClutterConfig:
+        """Build from nested mappings; missing keys take their defaults.
+
+        :param data: as returned by :meth:`to_dict`.
+        :return: the configuration.
+        :raises ConfigError: on unknown sections or invalid values.
+        """
+        sections: dict[str, Any] = {
+            "protocol": ProtocolConfig, "camera": CameraConfig, "noise": NoiseConfig,
+            "bin": BinConfig, "scene": SceneConfig, "gripper": GripperSimConfig,
+            "execution": ExecutionConfig,
+        }
+        unknown = set(data) - set(sections) - {"min_points"}
+        if unknown:
+            raise ConfigError(f"unknown ClutterConfig section(s) {sorted(unknown)}")
+        kwargs: dict[str, Any] = {k: sections[k].from_dict(v) for k, v in data.items()
+                                  if k in sections}
+        if "min_points" in data:
+            kwargs["min_points"] = int(data["min_points"])
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """Totals of one trial.
+
+    :ivar trial: trial index.
+    :ivar poured: objects poured.
+    :ivar objects_total: objects in the bin after pouring (the CR denominator).
+    :ivar attempts: executed grasp attempts.
+    :ivar successes: successful attempts.
+    :ivar removed: objects lifted out by the gripper.
+    :ivar ended_by: ``'cleared'``, ``'max_attempts'``, ``'consecutive_failures'``,
+        ``'no_grasp'`` or ``'error'``.
+    :ivar records: one dict per attempt (and one for a final no-grasp), JSON-ready.
+    :ivar sim_time: simulated time of the trial (pouring and attempts), s.
+    :ivar wall_time: wall-clock time of the trial, s.
+    """
+
+    trial: int
+    poured: int
+    objects_total: int
+    attempts: int
+    successes: int
+    removed: int
+    ended_by: str
+    records: tuple[dict[str, Any], ...]
+    sim_time: float
+    wall_time: float
+
+
+def select_subset(pool: Sequence[SceneObjectSpec], protocol: ProtocolConfig,
+                  seed: int) -> tuple[SceneObjectSpec, ...]:
+    """Draw the run's object subset (the paper's 20 objects) from the set.
+
+    :param pool: the object set, in a stable order.
+    :param protocol: gives the subset size.
+    :param seed: run seed.
+    :return: the subset (the whole pool when ``subset_size`` is ``None`` or >= the pool).
+    :raises ConfigError: if the pool is smaller than ``objects_per_trial``.
+    """
+    if len(pool) < protocol.objects_per_trial:
+        raise ConfigError(f"the object set has {len(pool)} objects; protocol "
+                          f"{protocol.name!r} pours {protocol.objects_per_trial} per trial")
+    if protocol.subset_size is None or protocol.subset_size >= len(pool):
+        return tuple(pool)
+    rng = np.random.default_rng([seed, 0x5EB5E7])
+    idx = np.sort(rng.choice(len(pool), protocol.subset_size, replace=False))
+    return tuple(pool[int(i)] for i in idx)
+
+
+def trial_objects(subset: Sequence[SceneObjectSpec], protocol: ProtocolConfig, seed: int,
+                  trial: int) -> tuple[SceneObjectSpec, ...]:
+    """Draw the objects poured in one trial (independent of the policy).
+
+    :param subset: the run's subset (:func:`select_subset`).
+    :param protocol: gives the count.
+    :param seed: run seed.
+    :param trial: trial index.
+    :return: the objects in pouring order.
+    """
+    rng = np.random.default_rng([seed, trial, 0])
+    idx = rng.choice(len(subset), protocol.objects_per_trial, replace=False)
+    return tuple(subset[int(i)] for i in idx)
+
+
+def _first_feasible(grasps: Grasps, world: BinWorld, gripper: SimGripper,
+                    execution: ExecutionConfig) -> tuple[int, int]:
+    """Index of the best grasp passing the kinematic checks (−1 if none) and the count."""
+    for i in range(len(grasps)):
+        if _check(grasps[i], world, gripper, execution) is None:
+            return i, len(grasps)
+    return -1, len(grasps)
+
+
+def run_trial(policy: GraspPolicy, subset: Sequence[SceneObjectSpec], config: ClutterConfig,
+              seed: int, trial: int,
+              on_attempt: Callable[[dict[str, Any]], None] | None = None,
+              on_start: Callable[[dict[str, Any]], None] | None = None) -> TrialResult:
+    """Run one trial of the configured protocol.
+
+    :param policy: the grasp policy.
+    :param subset: the run's object subset (:func:`select_subset`).
+    :param config: the benchmark configuration.
+    :param seed: run seed.
+    :param trial: trial index.
+    :param on_attempt: called with each attempt record as soon as it exists.
+    :param on_start: called once the objects are poured, with ``{'objects', 'poured',
+        'objects_total', ...}``.
+    :return: the trial's totals and records.
+    :raises SimulationError: if the world cannot be built or the pour diverges.
+    """
+    start = time.perf_counter()
+    protocol = config.protocol
+    gripper = SimGripper(config.gripper)
+    world = BinWorld(config.bin, config.scene, spec_hooks=[gripper.spec_hook])
+    objects = trial_objects(subset, protocol, seed, trial)
+    state = world.drop_objects(objects, np.random.default_rng([seed, trial, 1]))
+    gripper.park(world)
+    objects_total = int(world.in_scene.sum())
+    info = {"objects": [o.name for o in objects], "poured": len(objects),
+            "objects_total": objects_total, "pour_sim_time": state.sim_time,
+            "pour_wall_time": state.wall_time}
+    if on_start is not None:
+        on_start(info)
+    sim_time = state.sim_time
+    records: list[dict[str, Any]] = []
+    attempts = successes = removed = consecutive = 0
+    ended_by = "cleared"
+    geomgroup = gripper.camera_geomgroup()
+    while True:
+        if not world.in_scene.any():
+            ended_by = "cleared"
+            break
+        if protocol.max_attempts is not None and attempts >= protocol.max_attempts:
+            ended_by = "max_attempts"
+            break
+        if (protocol.max_consecutive_failures is not None
+                and consecutive >= protocol.max_consecutive_failures):
+            ended_by = "consecutive_failures"
+            break
+        t0 = time.perf_counter()
+        obs = world.observe(config.camera, config.noise,
+                            np.random.default_rng([seed, trial, attempts, 1]), geomgroup)
+        t1 = time.perf_counter()
+        grasps = Grasps.empty()
+        if len(obs) >= config.min_points:
+            grasps = policy(obs.points, np.random.default_rng([seed, trial, attempts, 2]))
+        t2 = time.perf_counter()
+        grasps_world = grasps.transformed(obs.T_world_camera) if len(grasps) else grasps
+        index, proposed = _first_feasible(grasps_world, world, gripper, config.execution)
+        record: dict[str, Any] = {
+            "attempt": attempts, "num_points": len(obs), "num_grasps": proposed,
+            "grasp_rank": index, "observe_time": t1 - t0, "policy_time": t2 - t1,
+        }
+        if index < 0:
+            record.update(outcome=Outcome.NO_GRASP.value, object=-1, object_name=None,
+                          message="no feasible grasp proposed" if proposed else
+                          "no grasp proposed", counted=False, sim_time=0.0, wall_time=0.0,
+                          lifted=[], fell_out=[], pushed=[])
+            records.append(record)
+            if on_attempt is not None:
+                on_attempt(record)
+            ended_by = "no_grasp"
+            break
+        grasp = grasps_world[index]
+        result = execute_grasp(world, gripper, grasp, config.execution)
+        attempts += 1
+        sim_time += result.sim_time
+        data = result.to_dict()
+        obj = result.object_index
+        record.update(data)
+        record.update(
+            counted=True, object=obj, object_name=world.objects[obj].name if obj >= 0 else None,
+            grasp=dict(center=grasp.center[0].tolist(), approach=grasp.approach[0].tolist(),
+                       closing=grasp.closing[0].tolist(), width=float(grasp.width[0]),
+                       score=float(grasp.score[0])))
+        del record["object_index"]
+        if result.success:
+            successes += 1
+            removed += len(result.lifted)
+            consecutive = 0
+        else:
+            consecutive += 1
+        records.append(record)
+        if on_attempt is not None:
+            on_attempt(record)
+        if result.outcome is Outcome.ERROR:
+            ended_by = "error"
+            break
+    return TrialResult(trial=trial, poured=len(objects), objects_total=objects_total,
+                       attempts=attempts, successes=successes, removed=removed,
+                       ended_by=ended_by, records=tuple(records), sim_time=sim_time,
+                       wall_time=time.perf_counter() - start)
+

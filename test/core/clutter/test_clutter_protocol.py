@@ -1,0 +1,112 @@
+"""Clutter-removal protocol, metrics, resume and the baselines on tiny box scenes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import trimesh
+
+from gpr_ros.core.baselines.antipodal import detect_antipodal
+from gpr_ros.core.clutter.errors import PolicyUnavailableError
+from gpr_ros.core.clutter.metrics import rate, wilson_interval
+from gpr_ros.core.clutter.policies import PolicyContext, make_policy
+from gpr_ros.core.clutter.protocol import ClutterConfig, ProtocolConfig, run_trial
+from gpr_ros.core.clutter.runner import AttemptLog, run_benchmark, summarize
+from gpr_ros.core.sim.camera import CameraConfig, NoiseConfig
+from gpr_ros.core.sim.world import SceneConfig, SceneObjectSpec
+
+
+def box(name: str, extents: tuple[float, float, float]) -> SceneObjectSpec:
+    mesh = trimesh.creation.box(extents)
+    vertices = np.asarray(mesh.vertices) - mesh.center_mass
+    return SceneObjectSpec(name=name, parts=((vertices, np.asarray(mesh.faces)),), mass=0.1)
+
+
+POOL = [box(f"box_{i}", (0.05 + 0.005 * i, 0.025 + 0.002 * i, 0.03)) for i in range(4)]
+# Small, fast: 3 of 4 boxes, at most 4 attempts, a coarse camera and short settling.
+CONFIG = ClutterConfig(
+    protocol=ProtocolConfig(name="tiny", subset_size=None, objects_per_trial=3, max_attempts=4),
+    camera=CameraConfig(width=258, height=193, fx=275.0, fy=275.0),
+    noise=NoiseConfig(enabled=False),
+    scene=SceneConfig(max_time_per_object=0.6, final_settle_time=0.6),
+)
+
+
+def test_rates_are_nan_without_denominator() -> None:
+    assert math.isnan(rate(0, 0))
+    assert rate(3, 4) == 0.75
+    low, high = wilson_interval(0, 0)
+    assert math.isnan(low) and math.isnan(high)
+    low, high = wilson_interval(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-3) and high == pytest.approx(0.9433, abs=1e-3)
+    assert wilson_interval(10, 10)[1] == pytest.approx(1.0)
+
+
+def test_summary_with_zero_attempts_is_nan() -> None:
+    records = [
+        {"type": "header", "protocol": "gpr"},
+        {"type": "trial_end", "policy": "p", "trial": 0, "segment": "p#0#0", "attempts": 0,
+         "successes": 0, "removed": 0, "objects_total": 0, "ended_by": "no_grasp",
+         "wall_time": 1.0},
+    ]
+    p = summarize(records)["policies"]["p"]
+    assert math.isnan(p["sr"]) and math.isnan(p["cr"])
+
+
+def test_same_seed_same_outcomes() -> None:
+    policy = make_policy("random")
+    first = run_trial(policy, POOL, CONFIG, seed=3, trial=0)
+    second = run_trial(policy, POOL, CONFIG, seed=3, trial=0)
+    keys = ("outcome", "object", "grasp_rank")
+    assert [tuple(r.get(k) for k in keys) for r in first.records] == [
+        tuple(r.get(k) for k in keys) for r in second.records]
+    assert first.records and first.attempts == second.attempts
+    assert first.objects_total == 3
+
+
+def test_resume_from_truncated_log_matches(tmp_path) -> None:
+    full, partial = tmp_path / "full", tmp_path / "partial"
+    run_benchmark(full, POOL, ["random"], 2, 5, CONFIG)
+    expected = summarize(AttemptLog(full / "attempts.jsonl").read())["policies"]["random"]
+    # Crash simulation: keep trial 0 complete, trial 1 only up to its first attempt, and cut
+    # that attempt line in half.
+    lines = (full / "attempts.jsonl").read_text().splitlines()
+    end0 = next(i for i, line in enumerate(lines)
+                if '"trial_end"' in line and '"trial":0' in line)
+    first_attempt_1 = next(i for i, line in enumerate(lines)
+                           if '"attempt"' in line and '"trial":1' in line)
+    partial.mkdir()
+    kept = lines[: max(end0, first_attempt_1) + 1]
+    text = "\n".join(kept[:-1]) + "\n" + kept[-1][: len(kept[-1]) // 2]
+    (partial / "attempts.jsonl").write_text(text)
+    run = run_benchmark(partial, POOL, ["random"], 2, 5, CONFIG)
+    assert run.skipped == (("random", 0),) and run.ran == (("random", 1),)
+    records = AttemptLog(partial / "attempts.jsonl").read()
+    got = summarize(records)["policies"]["random"]
+    for key in ("attempts", "successes", "removed", "objects_total", "failures"):
+        assert got[key] == expected[key]
+    segments = {r["segment"] for r in records if r.get("type") == "trial_start"}
+    assert "random#1#1" in segments  # the interrupted trial was re-run in a new segment
+    for line in (partial / "attempts.jsonl").read_text().splitlines():
+        json.loads(line)
+
+
+def test_gpr_policy_without_model_is_unavailable(tmp_path) -> None:
+    with pytest.raises(PolicyUnavailableError):
+        make_policy("gpr", PolicyContext(model_path=tmp_path / "missing.pt"))
+    with pytest.raises(PolicyUnavailableError):
+        make_policy("no_such_policy")
+
+
+def test_antipodal_grasps_a_box_across_its_narrow_side() -> None:
+    mesh = trimesh.creation.box((0.06, 0.03, 0.04))
+    points = trimesh.sample.sample_surface_even(mesh, 3000, seed=0)[0] + [0.0, 0.0, 1.2]
+    grasps = detect_antipodal(points, np.random.default_rng(0))
+    assert len(grasps) > 0
+    best = grasps[0]
+    assert abs(best.closing[0][1]) > 0.95  # across the 30 mm (y) side
+    assert 0.03 <= best.width[0] <= 0.045
+    assert best.approach[0][2] > 0.9  # from the camera side
