@@ -21,6 +21,7 @@ def share_files(folder: str) -> list[tuple[str, list[str]]]:
 NODES = {
     # node executable -> module:function
     'gpr_smoke_server': 'gpr_ros.ros.smoke:main',
+    'phoxi_camera': 'gpr_ros.ros.nodes.phoxi_camera:main',
 }
 
 setup(
