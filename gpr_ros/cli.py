@@ -45,9 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser('info', help='print versions and where package data lives')
     info.set_defaults(func=_cmd_info)
 
-    from gpr_ros.commands import bench, dataset, network
+    from gpr_ros.commands import bench, dataset, evaluate, network
     dataset.register(sub)
     network.register(sub)
+    evaluate.register(sub)
     bench.register(sub)
     return parser
 

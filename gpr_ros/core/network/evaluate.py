@@ -1,0 +1,597 @@
+"""Offline evaluation of a trained GPR network: grasp width and grasp pose accuracy (Sec. VI-B).
+
+Protocol (paper Sec. VI-B, Tables I and II; written the same way into every report):
+
+1. Scenes. The scenes of a stored dataset folder are visited in index order (the first
+   ``max_scenes`` of them when given). The ground truth of a scene is its stored set of
+   positive grasps (:func:`~gpr_ros.core.dataset.scene_format.scene_grasps`, camera frame).
+   Scenes without a ground-truth grasp are skipped (the network is not run) and counted.
+2. Predictions. The network runs once on the scene's stored points, exactly as
+   :meth:`GraspDetector.detect` does (same seeded subsampling of ``num_points`` points, same
+   crop seed): stage 1 decodes one proposal per point; the points scoring at least
+   ``proposal_threshold`` (best ``pre_nms_proposals``) go through NMS with D, and the best
+   ``proposals_test`` survivors (the paper's "100 proposals after NMS") are kept. Stage 2
+   refines these same proposals. Each proposal thus yields a stage-1 prediction (score:
+   sigmoid of the segmentation logit of its point) and a stage-2 prediction (score: sigmoid
+   of the refined confidence logit). Widths are clipped to ``[0, max_width]`` as in
+   :meth:`GraspDetector.detect`; unlike ``detect``, no prediction is dropped for its width.
+3. Negatives. "Filter out the negative samples": a prediction whose own confidence says it
+   is negative, i.e. score < ``confidence_threshold`` (default 0.5), is dropped. The filter is
+   applied per stage, so the two stages may keep different subsets of the same proposals.
+4. Matching. Each kept prediction is matched to the ground-truth grasp of its scene with the
+   smallest grasp distance D (Eq. 1, β = (1, 0.03, 0.03); D is invariant to r -> -r).
+5. Width accuracy at t (Table I): the fraction of kept predictions with
+   ``|w_pred - w_gt| < t``, w_gt the width of the D-nearest ground-truth grasp,
+   t = 2.5, 5, 7.5, 10 mm.
+   Pose accuracy at t (Table II): the fraction of kept predictions with ``min D < t``,
+   t = 0.005, 0.01, 0.015, 0.02.
+   Both are pooled over all kept predictions of all evaluated scenes (not averaged per scene).
+6. Coverage (extra, not in the paper): the fraction of ground-truth grasps of the evaluated
+   scenes whose nearest kept prediction has D < 0.01 (a scene without kept predictions
+   recovers none of its grasps).
+
+A fraction with an empty denominator (no kept prediction, no ground-truth grasp) is reported
+as ``None`` (``n/a`` in Markdown), never as a division by zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+import json
+import math
+from pathlib import Path
+import time
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+import torch
+
+from gpr_ros.core.dataset.scene_format import scene_grasps
+from gpr_ros.core.dataset.storage import DatasetReader
+from gpr_ros.core.grasp import DEFAULT_BETA, STAGE_1, STAGE_2, Grasps, pairwise_grasp_distance
+from gpr_ros.core.network.checkpoint import load_checkpoint
+from gpr_ros.core.network.errors import NetworkError
+from gpr_ros.core.network.inference import GraspDetector
+from gpr_ros.core.network.pointnet2 import gather_points
+
+__all__ = [
+    "CONFIDENCE_THRESHOLD",
+    "COVERAGE_THRESHOLD",
+    "PAPER_POSE_ACCURACY",
+    "PAPER_WIDTH_ACCURACY",
+    "POSE_THRESHOLDS",
+    "PROTOCOL",
+    "WIDTH_THRESHOLDS",
+    "EvaluationError",
+    "EvaluationResult",
+    "GraspMatch",
+    "StageMetrics",
+    "StagePredictions",
+    "evaluate",
+    "match_to_ground_truth",
+    "predict_stages",
+    "stage_metrics",
+]
+
+#: Width thresholds of Table I, m (2.5, 5, 7.5, 10 mm).
+WIDTH_THRESHOLDS: tuple[float, ...] = (0.0025, 0.005, 0.0075, 0.01)
+#: Grasp distance thresholds of Table II (D, Eq. 1).
+POSE_THRESHOLDS: tuple[float, ...] = (0.005, 0.01, 0.015, 0.02)
+#: D below which a ground-truth grasp counts as recovered (coverage; not in the paper).
+COVERAGE_THRESHOLD = 0.01
+#: Predictions scoring below this are the "negative samples" filtered out.
+CONFIDENCE_THRESHOLD = 0.5
+
+#: Table I of the paper, % per threshold of :data:`WIDTH_THRESHOLDS`, by stage.
+PAPER_WIDTH_ACCURACY: Mapping[int, tuple[float, ...]] = {
+    STAGE_1: (42.0, 76.0, 87.5, 92.9),
+    STAGE_2: (52.5, 82.2, 90.2, 93.1),
+}
+#: Table II of the paper, % per threshold of :data:`POSE_THRESHOLDS`, by stage.
+PAPER_POSE_ACCURACY: Mapping[int, tuple[float, ...]] = {
+    STAGE_1: (25.3, 29.1, 31.8, 33.5),
+    STAGE_2: (52.5, 61.2, 63.9, 65.2),
+}
+
+#: The protocol, as written into the Markdown report.
+PROTOCOL = """\
+1. Scenes: the dataset's scenes in index order (the first `max_scenes` when given); the ground
+   truth is the scene's stored positive grasps (camera frame). Scenes without a ground-truth
+   grasp are skipped and counted.
+2. Predictions: one network run per scene on its stored points, as `GraspDetector.detect`
+   (same seeded subsampling and crop seed). The best `proposals_test` stage-1 proposals after
+   NMS (paper: 100) are taken, and stage 2 refines these same proposals. Stage-1 score:
+   sigmoid of the point's segmentation logit; stage-2 score: sigmoid of the refined
+   confidence logit. Widths are clipped to [0, max_width]; none is dropped for its width.
+3. Negatives filtered out: per stage, predictions with score < {conf:g} are dropped.
+4. Matching: each kept prediction is matched to the scene's ground-truth grasp with the
+   smallest grasp distance D (Eq. 1, beta = {beta}; D treats r and -r alike).
+5. Width accuracy at t (Table I): fraction of kept predictions with |w_pred - w_gt| < t, w_gt
+   the width of the D-nearest ground-truth grasp. Pose accuracy at t (Table II): fraction of
+   kept predictions with min D < t. Pooled over all kept predictions of all evaluated scenes.
+6. Coverage (extra): fraction of ground-truth grasps whose nearest kept prediction has
+   D < {cov:g}."""
+
+
+class EvaluationError(NetworkError):
+    """Invalid evaluation input (thresholds, scene counts, ground truth)."""
+
+
+@dataclass(frozen=True)
+class StagePredictions:
+    """The proposals of one scene and their stage-2 refinements (same order, unfiltered).
+
+    :ivar proposals: stage-1 proposals after NMS, score = sigmoid(segmentation logit),
+        stage :data:`STAGE_1`.
+    :ivar refined: ``proposals[i]`` refined by stage 2, score = sigmoid(confidence logit),
+        stage :data:`STAGE_2`.
+    """
+
+    proposals: Grasps
+    refined: Grasps
+
+
+@dataclass(frozen=True)
+class GraspMatch:
+    """Predictions of one scene matched to its ground truth by the grasp distance D.
+
+    :ivar distance: (P,) D of each prediction to its nearest ground-truth grasp.
+    :ivar gt_index: (P,) index of that ground-truth grasp.
+    :ivar width_error: (P,) ``|w_pred - w_gt|`` against that grasp, m.
+    :ivar gt_distance: (G,) D of each ground-truth grasp to its nearest prediction (``inf``
+        when there is no prediction).
+    """
+
+    distance: NDArray[np.float64]
+    gt_index: NDArray[np.int64]
+    width_error: NDArray[np.float64]
+    gt_distance: NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class StageMetrics:
+    """Accuracy of one stage over the evaluated scenes.
+
+    :ivar stage: :data:`STAGE_1` or :data:`STAGE_2`.
+    :ivar proposals: predictions before the negative filter.
+    :ivar predictions: kept predictions (the denominator of the accuracies).
+    :ivar gt_grasps: ground-truth grasps of the evaluated scenes.
+    :ivar width_accuracy: per width threshold, fraction in [0, 1] (``None``: no prediction).
+    :ivar pose_accuracy: per pose threshold, fraction in [0, 1] (``None``: no prediction).
+    :ivar coverage: fraction of ground-truth grasps recovered (``None``: no ground truth).
+    :ivar mean_width_error: mean ``|w_pred - w_gt|``, m (``None``: no prediction).
+    :ivar median_distance: median D to the nearest ground truth (``None``: no prediction).
+    :ivar max_score: highest score before the negative filter (``None``: no proposal); shows
+        whether the confidence threshold is reachable at all.
+    """
+
+    stage: int
+    proposals: int
+    predictions: int
+    gt_grasps: int
+    width_accuracy: tuple[float | None, ...]
+    pose_accuracy: tuple[float | None, ...]
+    coverage: float | None
+    mean_width_error: float | None
+    median_distance: float | None
+    max_score: float | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Result of :func:`evaluate` (see the module docstring for the protocol).
+
+    :ivar data_dir: the dataset folder.
+    :ivar model: the checkpoint path, or the detector's model name.
+    :ivar model_config: summary of the network config (and the checkpoint's epoch).
+    :ivar device: where the network ran.
+    :ivar scenes_total: scenes visited.
+    :ivar scenes_evaluated: scenes with ground truth, on which the network ran.
+    :ivar scenes_skipped: scenes skipped for having no ground-truth grasp.
+    :ivar max_proposals: proposals kept after NMS per scene.
+    :ivar confidence_threshold: predictions scoring below this were filtered out.
+    :ivar beta: weights of D.
+    :ivar width_thresholds: thresholds of Table I, m.
+    :ivar pose_thresholds: thresholds of Table II (D).
+    :ivar coverage_threshold: D threshold of the coverage.
+    :ivar stage1: metrics of the stage-1 proposals.
+    :ivar stage2: metrics of their stage-2 refinements.
+    :ivar seconds: wall-clock time of the evaluation.
+    """
+
+    data_dir: str
+    model: str
+    model_config: Mapping[str, Any]
+    device: str
+    scenes_total: int
+    scenes_evaluated: int
+    scenes_skipped: int
+    max_proposals: int
+    confidence_threshold: float
+    beta: tuple[float, float, float]
+    width_thresholds: tuple[float, ...]
+    pose_thresholds: tuple[float, ...]
+    coverage_threshold: float
+    stage1: StageMetrics
+    stage2: StageMetrics
+    seconds: float
+
+    def stages(self) -> tuple[StageMetrics, StageMetrics]:
+        """Return ``(stage1, stage2)``."""
+        return self.stage1, self.stage2
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-type dict (what :meth:`to_json` writes).
+
+        :return: the dict; stage metrics under ``"stage1"`` and ``"stage2"``.
+        """
+        data = asdict(self)
+        data["model_config"] = dict(self.model_config)
+        data["protocol"] = self.protocol()
+        data["paper"] = {
+            "width_accuracy_percent": {f"stage{k}": list(v)
+                                       for k, v in PAPER_WIDTH_ACCURACY.items()},
+            "pose_accuracy_percent": {f"stage{k}": list(v)
+                                      for k, v in PAPER_POSE_ACCURACY.items()},
+            "width_thresholds": list(WIDTH_THRESHOLDS),
+            "pose_thresholds": list(POSE_THRESHOLDS),
+        }
+        return data
+
+    def to_json(self) -> str:
+        """JSON text of :meth:`to_dict` (fractions in [0, 1]; ``null`` for n/a).
+
+        :return: the text.
+        """
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+    def protocol(self) -> str:
+        """The protocol with this run's parameters filled in."""
+        beta = "(" + ", ".join(f"{b:g}" for b in self.beta) + ")"
+        return PROTOCOL.format(conf=self.confidence_threshold, beta=beta,
+                               cov=self.coverage_threshold)
+
+    def to_markdown(self) -> str:
+        """Markdown report: Tables I and II next to the paper's numbers, counts, protocol.
+
+        :return: the text.
+        """
+        s1, s2 = self.stage1, self.stage2
+        cfg = ", ".join(f"{k}={_fmt_value(v)}" for k, v in self.model_config.items())
+        lines = [
+            "# GPR network evaluation",
+            "",
+            f"- model: `{self.model}` ({cfg})",
+            f"- data: `{self.data_dir}`",
+            f"- scenes: {self.scenes_evaluated} evaluated, {self.scenes_skipped} skipped "
+            f"without ground truth, {self.scenes_total} visited",
+            f"- proposals per scene after NMS: {self.max_proposals}; negatives filtered: "
+            f"score < {self.confidence_threshold:g}",
+            f"- device: {self.device}; time: {self.seconds:.1f} s",
+            "",
+            "## Table I: grasp width accuracy (%)",
+            "",
+            "| Threshold (mm) | stage-1 | stage-2 | paper stage-1 | paper stage-2 |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for i, t in enumerate(self.width_thresholds):
+            p1, p2 = _paper(PAPER_WIDTH_ACCURACY, WIDTH_THRESHOLDS, t)
+            lines.append(f"| {t * 1000:g} | {_pct(s1.width_accuracy[i])} | "
+                         f"{_pct(s2.width_accuracy[i])} | {p1} | {p2} |")
+        lines += [
+            "",
+            "## Table II: grasp pose accuracy (%)",
+            "",
+            "| Threshold (D) | stage-1 | stage-2 | paper stage-1 | paper stage-2 |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for i, t in enumerate(self.pose_thresholds):
+            p1, p2 = _paper(PAPER_POSE_ACCURACY, POSE_THRESHOLDS, t)
+            lines.append(f"| {t:g} | {_pct(s1.pose_accuracy[i])} | {_pct(s2.pose_accuracy[i])} "
+                         f"| {p1} | {p2} |")
+        n = self.scenes_evaluated
+        lines += [
+            "",
+            "## Counts",
+            "",
+            "| | stage-1 | stage-2 |",
+            "|---|---:|---:|",
+            f"| proposals (before filtering) | {s1.proposals} | {s2.proposals} |",
+            f"| predictions kept | {s1.predictions} | {s2.predictions} |",
+            f"| predictions kept per scene (mean) | {_ratio(s1.predictions, n)} | "
+            f"{_ratio(s2.predictions, n)} |",
+            f"| ground-truth grasps | {s1.gt_grasps} | {s2.gt_grasps} |",
+            f"| ground-truth grasps recovered, D < {self.coverage_threshold:g} (%) | "
+            f"{_pct(s1.coverage)} | {_pct(s2.coverage)} |",
+            f"| mean width error (mm) | {_mm(s1.mean_width_error)} | "
+            f"{_mm(s2.mean_width_error)} |",
+            f"| median D to nearest ground truth | {_num(s1.median_distance)} | "
+            f"{_num(s2.median_distance)} |",
+            f"| highest score before filtering | {_num(s1.max_score)} | "
+            f"{_num(s2.max_score)} |",
+            "",
+            "## Protocol",
+            "",
+            self.protocol(),
+            "",
+        ]
+        return "\n".join(lines)
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(_fmt_value(v) for v in value) + ")"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100.0 * value:.1f}"
+
+
+def _mm(value: float | None) -> str:
+    return "n/a" if value is None else f"{1000.0 * value:.2f}"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _ratio(num: int, den: int) -> str:
+    return "n/a" if den == 0 else f"{num / den:.1f}"
+
+
+def _paper(table: Mapping[int, tuple[float, ...]], thresholds: tuple[float, ...],
+           t: float) -> tuple[str, str]:
+    for i, ref in enumerate(thresholds):
+        if math.isclose(ref, t, rel_tol=1e-9, abs_tol=0.0):
+            return f"{table[STAGE_1][i]:.1f}", f"{table[STAGE_2][i]:.1f}"
+    return "-", "-"
+
+
+# ---------------------------------------------------------------------------- predictions
+
+
+@torch.no_grad()
+def predict_stages(detector: GraspDetector, points: NDArray[Any],
+                   max_proposals: int | None = None) -> StagePredictions:
+    """Run the network once; return the proposals after NMS and their stage-2 refinements.
+
+    Follows :meth:`GraspDetector.detect` step by step (same subsampling and crop seeds), so
+    ``refined`` holds the grasps ``detect(points, stage=STAGE_2)`` returns before its
+    postprocessing, and ``proposals`` those of ``stage=STAGE_1``. Nothing is filtered or
+    sorted here; widths are clipped to ``[0, max_width]``.
+
+    :param detector: the detector.
+    :param points: (N, 3) camera-frame cloud, m.
+    :param max_proposals: proposals kept after NMS (default ``config.proposals_test``).
+    :return: both stages, in the same proposal order (best stage-1 score first).
+    :raises NetworkError: on a bad cloud.
+    """
+    model = detector.model
+    config = detector.config
+    sel, groups_np, _ = detector.preprocess(points)
+    xyz = torch.from_numpy(sel).to(detector.device).unsqueeze(0)
+    groups = {k: torch.from_numpy(np.ascontiguousarray(v)).to(detector.device).unsqueeze(0)
+              for k, v in groups_np.items()}
+    features = model.backbone(xyz, groups)
+    seg_logits, reg = model.stage1(features)
+    center, rot, width = model.decode_proposals(xyz, reg)
+    limit = config.proposals_test if max_proposals is None else int(max_proposals)
+    props = model.select_inference_proposals(seg_logits, center, rot, width, limit)
+    index = props.index[:, : int(props.valid.sum())]
+    if index.shape[1] == 0:
+        return StagePredictions(Grasps.empty(), Grasps.empty())
+    p_center = gather_points(center, index)
+    p_rot = gather_points(rot.flatten(2), index).unflatten(-1, (3, 3))
+    p_width = torch.gather(width, 1, index)
+    score1 = torch.sigmoid(torch.gather(seg_logits, 1, index))
+    generator = torch.Generator().manual_seed(detector.seed)
+    s2 = model.refine(features, seg_logits, xyz, p_center, p_rot, generator)
+    r_center, r_rot, r_width = model.apply_refinement(p_center, p_rot, p_width, s2)
+    score2 = torch.sigmoid(s2["conf"])
+    max_width = config.gripper.max_width
+    return StagePredictions(
+        proposals=_grasps(p_center, p_rot, p_width, score1, max_width, STAGE_1),
+        refined=_grasps(r_center, r_rot, r_width, score2, max_width, STAGE_2),
+    )
+
+
+def _grasps(center: torch.Tensor, rot: torch.Tensor, width: torch.Tensor, score: torch.Tensor,
+            max_width: float, stage: int) -> Grasps:
+    r = rot[0].cpu().double().numpy()
+    return Grasps(center[0].cpu().double().numpy(), r[:, :, 0], r[:, :, 1],
+                  np.clip(width[0].cpu().double().numpy(), 0.0, max_width),
+                  score[0].cpu().double().numpy(), stage)
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+def match_to_ground_truth(predictions: Grasps, ground_truth: Grasps,
+                          beta: Sequence[float] = DEFAULT_BETA) -> GraspMatch:
+    """Match every prediction to its D-nearest ground-truth grasp.
+
+    :param predictions: P grasps (already filtered).
+    :param ground_truth: G >= 1 grasps of the same scene and frame.
+    :param beta: weights of D.
+    :return: the match.
+    :raises EvaluationError: when the ground truth is empty.
+    """
+    g = len(ground_truth)
+    if g == 0:
+        raise EvaluationError("cannot match predictions to an empty ground truth; scenes "
+                              "without ground-truth grasps must be skipped")
+    p = len(predictions)
+    if p == 0:
+        return GraspMatch(np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0),
+                          np.full(g, np.inf))
+    dist = pairwise_grasp_distance(predictions, ground_truth, beta)
+    nearest = np.argmin(dist, axis=1).astype(np.int64)
+    width_error = np.abs(predictions.width - ground_truth.width[nearest])
+    return GraspMatch(dist[np.arange(p), nearest], nearest, width_error, dist.min(axis=0))
+
+
+def _fraction(count: int, total: int) -> float | None:
+    return None if total == 0 else count / total
+
+
+def stage_metrics(
+    stage: int,
+    matches: Sequence[GraspMatch],
+    proposals: int,
+    width_thresholds: Sequence[float] = WIDTH_THRESHOLDS,
+    pose_thresholds: Sequence[float] = POSE_THRESHOLDS,
+    coverage_threshold: float = COVERAGE_THRESHOLD,
+    max_score: float | None = None,
+) -> StageMetrics:
+    """Pool the matches of the evaluated scenes into one stage's metrics.
+
+    A prediction is positive at a threshold t when its error is strictly below t.
+
+    :param stage: :data:`STAGE_1` or :data:`STAGE_2`.
+    :param matches: one match per evaluated scene.
+    :param proposals: predictions before the negative filter.
+    :param width_thresholds: Table I thresholds, m.
+    :param pose_thresholds: Table II thresholds (D).
+    :param coverage_threshold: D below which a ground-truth grasp counts as recovered.
+    :param max_score: highest score before the negative filter, reported as is.
+    :return: the metrics.
+    """
+    width_error = np.concatenate([m.width_error for m in matches] or [np.zeros(0)])
+    distance = np.concatenate([m.distance for m in matches] or [np.zeros(0)])
+    gt_distance = np.concatenate([m.gt_distance for m in matches] or [np.zeros(0)])
+    n, g = len(distance), len(gt_distance)
+    return StageMetrics(
+        stage=int(stage),
+        proposals=int(proposals),
+        predictions=n,
+        gt_grasps=g,
+        width_accuracy=tuple(_fraction(int(np.sum(width_error < t)), n)
+                             for t in width_thresholds),
+        pose_accuracy=tuple(_fraction(int(np.sum(distance < t)), n) for t in pose_thresholds),
+        coverage=_fraction(int(np.sum(gt_distance < coverage_threshold)), g),
+        mean_width_error=float(width_error.mean()) if n else None,
+        median_distance=float(np.median(distance)) if n else None,
+        max_score=None if max_score is None else float(max_score),
+    )
+
+
+def _check_thresholds(values: Sequence[float], name: str) -> tuple[float, ...]:
+    out = tuple(float(v) for v in values)
+    if not out or not all(math.isfinite(v) and v > 0.0 for v in out):
+        raise EvaluationError(f"{name} must be one or more finite values > 0, got {values!r}")
+    return out
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class _Tally:
+    proposals: int = 0
+    max_score: float | None = None
+    matches: list[GraspMatch] = field(default_factory=list)
+
+
+def evaluate(
+    model: GraspDetector | Path | str,
+    data_dir: Path | str,
+    max_scenes: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    device: str | torch.device = "cpu",
+    max_proposals: int | None = None,
+    confidence_threshold: float = CONFIDENCE_THRESHOLD,
+    beta: Sequence[float] = DEFAULT_BETA,
+    width_thresholds: Sequence[float] = WIDTH_THRESHOLDS,
+    pose_thresholds: Sequence[float] = POSE_THRESHOLDS,
+    coverage_threshold: float = COVERAGE_THRESHOLD,
+) -> EvaluationResult:
+    """Evaluate stage-1 proposals and their stage-2 refinements on a dataset folder.
+
+    See the module docstring for the protocol.
+
+    :param model: a detector, or the path of a checkpoint to load one from.
+    :param data_dir: dataset folder (``gpr-ros dataset generate``).
+    :param max_scenes: visit only the first this many scenes (default: all).
+    :param progress: called as ``progress(done, total)`` after each visited scene.
+    :param device: where to run a model loaded from a path (ignored for a detector).
+    :param max_proposals: proposals kept after NMS (default ``config.proposals_test``).
+    :param confidence_threshold: predictions scoring below this are filtered out.
+    :param beta: weights of D.
+    :param width_thresholds: Table I thresholds, m.
+    :param pose_thresholds: Table II thresholds (D).
+    :param coverage_threshold: D below which a ground-truth grasp counts as recovered.
+    :return: the result.
+    :raises CheckpointError: on a missing or unusable checkpoint.
+    :raises StorageError: when ``data_dir`` is not a dataset folder or a shard is corrupt.
+    :raises EvaluationError: on invalid thresholds or counts.
+    """
+    start = time.perf_counter()
+    widths = _check_thresholds(width_thresholds, "width_thresholds")
+    poses = _check_thresholds(pose_thresholds, "pose_thresholds")
+    coverage = _check_thresholds((coverage_threshold,), "coverage_threshold")[0]
+    if not 0.0 <= float(confidence_threshold) <= 1.0:
+        raise EvaluationError(
+            f"confidence_threshold must be in [0, 1], got {confidence_threshold}")
+    if max_scenes is not None and int(max_scenes) < 1:
+        raise EvaluationError(f"max_scenes must be >= 1 or None, got {max_scenes}")
+    if max_proposals is not None and int(max_proposals) < 1:
+        raise EvaluationError(f"max_proposals must be >= 1 or None, got {max_proposals}")
+    b = tuple(float(v) for v in beta)
+    if len(b) != 3:
+        raise EvaluationError(f"beta must hold 3 weights, got {beta!r}")
+
+    reader = DatasetReader(Path(data_dir))
+    summary: dict[str, Any] = {}
+    if isinstance(model, GraspDetector):
+        detector, name = model, model.model_name
+    else:
+        epoch = load_checkpoint(model, "cpu")["epoch"]
+        detector, name = GraspDetector.from_checkpoint(model, device), str(model)
+        summary["epoch"] = int(epoch)
+    cfg = detector.config
+    summary.update(num_points=cfg.num_points, proposals_test=cfg.proposals_test,
+                   proposal_threshold=cfg.proposal_threshold,
+                   pre_nms_proposals=cfg.pre_nms_proposals, nms_threshold=cfg.nms_threshold,
+                   max_width=cfg.gripper.max_width)
+    limit = cfg.proposals_test if max_proposals is None else int(max_proposals)
+
+    indices = reader.scene_indices()
+    if max_scenes is not None:
+        indices = indices[: int(max_scenes)]
+    tallies = {STAGE_1: _Tally(), STAGE_2: _Tally()}
+    evaluated = skipped = 0
+    for done, index in enumerate(indices, start=1):
+        scene = reader.scene(index)
+        gt = scene_grasps(scene)
+        if len(gt) == 0:
+            skipped += 1
+        else:
+            evaluated += 1
+            pred = predict_stages(detector, scene["points"], limit)
+            for stage, grasps in ((STAGE_1, pred.proposals), (STAGE_2, pred.refined)):
+                kept = grasps[grasps.score >= confidence_threshold]
+                tally = tallies[stage]
+                tally.proposals += len(grasps)
+                if len(grasps):
+                    best = float(grasps.score.max())
+                    tally.max_score = best if tally.max_score is None else max(
+                        tally.max_score, best)
+                tally.matches.append(match_to_ground_truth(kept, gt, b))
+        if progress is not None:
+            progress(done, len(indices))
+
+    s1, s2 = (stage_metrics(stage, t.matches, t.proposals, widths, poses, coverage, t.max_score)
+              for stage, t in tallies.items())
+    return EvaluationResult(
+        data_dir=str(data_dir), model=name, model_config=summary, device=str(detector.device),
+        scenes_total=len(indices), scenes_evaluated=evaluated, scenes_skipped=skipped,
+        max_proposals=limit, confidence_threshold=float(confidence_threshold),
+        beta=(b[0], b[1], b[2]), width_thresholds=widths, pose_thresholds=poses,
+        coverage_threshold=coverage, stage1=s1, stage2=s2,
+        seconds=time.perf_counter() - start,
+    )
