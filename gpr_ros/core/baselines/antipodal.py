@@ -38,7 +38,8 @@ from scipy.spatial.transform import Rotation
 from gpr_ros.core.errors import ConfigError
 from gpr_ros.core.grasp.grasps import STAGE_BASELINE, Grasps
 from gpr_ros.core.grasp.gripper import GripperModel
-from gpr_ros.core.sim.camera import _config_from_dict, _config_to_dict
+from gpr_ros.core.validation import config_from_dict as _config_from_dict
+from gpr_ros.core.validation import config_to_dict as _config_to_dict
 
 __all__ = ["AntipodalConfig", "detect_antipodal", "estimate_normals"]
 

@@ -19,7 +19,8 @@ from numpy.typing import ArrayLike
 from gpr_ros.core.errors import ConfigError
 from gpr_ros.core.grasp.grasps import STAGE_BASELINE, Grasps
 from gpr_ros.core.grasp.gripper import GripperModel
-from gpr_ros.core.sim.camera import _config_from_dict, _config_to_dict
+from gpr_ros.core.validation import config_from_dict as _config_from_dict
+from gpr_ros.core.validation import config_to_dict as _config_to_dict
 
 __all__ = ["RandomGraspConfig", "random_grasps"]
 

@@ -41,18 +41,22 @@ from gpr_ros.core.grasp.grasps import Grasps
 from gpr_ros.core.sim.camera import (
     CameraConfig,
     NoiseConfig,
-    _config_from_dict,
-    _config_to_dict,
 )
 from gpr_ros.core.sim.gripper import (
     ExecutionConfig,
     GripperSimConfig,
     Outcome,
     SimGripper,
-    _check,
     execute_grasp,
+    precheck_grasp,
 )
 from gpr_ros.core.sim.world import BinConfig, BinWorld, SceneConfig, SceneObjectSpec
+from gpr_ros.core.validation import (
+    config_from_dict as _config_from_dict,
+)
+from gpr_ros.core.validation import (
+    config_to_dict as _config_to_dict,
+)
 
 __all__ = [
     "PROTOCOL_NAMES",
@@ -261,7 +265,7 @@ def _first_feasible(grasps: Grasps, world: BinWorld, gripper: SimGripper,
                     execution: ExecutionConfig) -> tuple[int, int]:
     """Index of the best grasp passing the kinematic checks (−1 if none) and the count."""
     for i in range(len(grasps)):
-        if _check(grasps[i], world, gripper, execution) is None:
+        if precheck_grasp(grasps[i], world, gripper, execution) is None:
             return i, len(grasps)
     return -1, len(grasps)
 

@@ -30,7 +30,7 @@ by a baseline, does not light; :func:`projector_shadow_mask`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 import math
 from typing import Any
 
@@ -40,6 +40,33 @@ from numpy.typing import ArrayLike, NDArray
 
 from gpr_ros.core.errors import ConfigError, GeometryError
 from gpr_ros.core.sim.errors import SimulationError
+from gpr_ros.core.validation import (
+    boolean as _boolean,
+)
+from gpr_ros.core.validation import (
+    config_from_dict as _config_from_dict,
+)
+from gpr_ros.core.validation import (
+    config_to_dict as _config_to_dict,
+)
+from gpr_ros.core.validation import (
+    integer as _integer,
+)
+from gpr_ros.core.validation import (
+    non_negative as _non_negative,
+)
+from gpr_ros.core.validation import (
+    positive as _positive,
+)
+from gpr_ros.core.validation import (
+    probability as _probability,
+)
+from gpr_ros.core.validation import (
+    real as _real,
+)
+from gpr_ros.core.validation import (
+    vector3 as _vector3,
+)
 
 __all__ = [
     "SHADOW_TOLERANCE",
@@ -64,81 +91,6 @@ SHADOW_TOLERANCE = 5e-4
 
 
 # ---------------------------------------------------------------------- validation helpers
-
-
-def _real(value: Any, name: str) -> float:
-    if isinstance(value, (bool, str, bytes)):
-        raise ConfigError(f"{name} must be a real number, got {value!r}")
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a real number, got {value!r}") from None
-    if not math.isfinite(result):
-        raise ConfigError(f"{name} must be finite, got {value!r}")
-    return result
-
-
-def _positive(value: Any, name: str) -> float:
-    result = _real(value, name)
-    if result <= 0.0:
-        raise ConfigError(f"{name} must be > 0, got {value!r}")
-    return result
-
-
-def _non_negative(value: Any, name: str) -> float:
-    result = _real(value, name)
-    if result < 0.0:
-        raise ConfigError(f"{name} must be >= 0, got {value!r}")
-    return result
-
-
-def _probability(value: Any, name: str) -> float:
-    result = _real(value, name)
-    if not 0.0 <= result <= 1.0:
-        raise ConfigError(f"{name} must be a probability in [0, 1], got {value!r}")
-    return result
-
-
-def _integer(value: Any, name: str, minimum: int) -> int:
-    number = _real(value, name)
-    if number != int(number) or int(number) < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(number)
-
-
-def _boolean(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ConfigError(f"{name} must be a bool, got {value!r}")
-    return bool(value)
-
-
-def _vector3(value: Any, name: str) -> tuple[float, float, float]:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be 3 real numbers, got {value!r}") from None
-    if arr.shape != (3,) or not np.all(np.isfinite(arr)):
-        raise ConfigError(f"{name} must be 3 finite real numbers, got {value!r}")
-    return (float(arr[0]), float(arr[1]), float(arr[2]))
-
-
-def _config_from_dict(cls: Any, data: Mapping[str, Any]) -> Any:
-    name = cls.__name__
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{name} config must be a mapping, got {type(data).__name__}")
-    names = tuple(f.name for f in fields(cls))
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ConfigError(f"unknown {name} key(s) {unknown}; expected a subset of {names}")
-    return cls(**data)
-
-
-def _config_to_dict(config: Any) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for f in fields(config):
-        value = getattr(config, f.name)
-        result[f.name] = list(value) if isinstance(value, tuple) else value
-    return result
 
 
 def _normalized(vector: NDArray[np.float64]) -> NDArray[np.float64] | None:

@@ -42,14 +42,20 @@ from numpy.typing import NDArray
 from gpr_ros.core.errors import ConfigError
 from gpr_ros.core.grasp.grasps import Grasps
 from gpr_ros.core.grasp.gripper import GripperModel
-from gpr_ros.core.sim.camera import (
-    _config_from_dict,
-    _config_to_dict,
-    _non_negative,
-    _positive,
-)
 from gpr_ros.core.sim.errors import SimulationError
 from gpr_ros.core.sim.world import BinWorld
+from gpr_ros.core.validation import (
+    config_from_dict as _config_from_dict,
+)
+from gpr_ros.core.validation import (
+    config_to_dict as _config_to_dict,
+)
+from gpr_ros.core.validation import (
+    non_negative as _non_negative,
+)
+from gpr_ros.core.validation import (
+    positive as _positive,
+)
 
 __all__ = [
     "GROUP_GRIPPER",
@@ -585,8 +591,12 @@ def _result(outcome: Outcome, message: str, stage: str, start: float, sim_start:
                          wall_time=time.perf_counter() - start, **kwargs)
 
 
-def _check(grasp: Grasps, world: BinWorld, gripper: SimGripper,
+def precheck_grasp(grasp: Grasps, world: BinWorld, gripper: SimGripper,
            config: ExecutionConfig) -> tuple[Outcome, str] | None:
+    """The checks made before anything moves: width, approach side, workspace.
+
+    :return: ``(outcome, message)`` when the grasp is refused, else ``None``.
+    """
     width = float(grasp.width[0])
     if width > gripper.max_width + config.width_tolerance:
         return (Outcome.WIDTH_EXCEEDED,
@@ -670,7 +680,7 @@ def execute_grasp(world: BinWorld, gripper: SimGripper, grasp_world: Grasps,
         raise SimulationError("execute_grasp needs exactly one grasp (a Grasps of length 1)")
     start, sim_start = time.perf_counter(), float(world.data.time)
     gripper._bind(world)
-    refused = _check(grasp_world, world, gripper, cfg)
+    refused = precheck_grasp(grasp_world, world, gripper, cfg)
     if refused is not None:
         return _result(refused[0], refused[1], "check", start, sim_start, world)
     try:

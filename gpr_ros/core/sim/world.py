@@ -41,15 +41,27 @@ from gpr_ros.core.sim.camera import (
     NoiseConfig,
     Observation,
     RoiBox,
-    _config_from_dict,
-    _config_to_dict,
-    _integer,
-    _non_negative,
-    _positive,
-    _real,
     capture,
 )
 from gpr_ros.core.sim.errors import ModelBuildError, SimulationError, UnstableSimulationError
+from gpr_ros.core.validation import (
+    config_from_dict as _config_from_dict,
+)
+from gpr_ros.core.validation import (
+    config_to_dict as _config_to_dict,
+)
+from gpr_ros.core.validation import (
+    integer as _integer,
+)
+from gpr_ros.core.validation import (
+    non_negative as _non_negative,
+)
+from gpr_ros.core.validation import (
+    positive as _positive,
+)
+from gpr_ros.core.validation import (
+    real as _real,
+)
 
 __all__ = [
     "GROUP_OBJECTS",
