@@ -592,7 +592,7 @@ def _result(outcome: Outcome, message: str, stage: str, start: float, sim_start:
 
 
 def precheck_grasp(grasp: Grasps, world: BinWorld, gripper: SimGripper,
-           config: ExecutionConfig) -> tuple[Outcome, str] | None:
+                   config: ExecutionConfig) -> tuple[Outcome, str] | None:
     """The checks made before anything moves: width, approach side, workspace.
 
     :return: ``(outcome, message)`` when the grasp is refused, else ``None``.
