@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 import sys
 
@@ -60,6 +61,8 @@ def _train(args: argparse.Namespace) -> int:
     except GprError as err:
         print(f'gpr-ros train: {err}', file=sys.stderr)
         return 1
+    if int(os.environ.get('RANK', '0')) != 0:  # under torchrun only rank 0 reports
+        return 0
     print(f'finished epoch {result.epoch}: {result.metrics}')
     print(f'checkpoints: {args.out / "best.pt"}, {args.out / "last.pt"}; '
           f'curves: {args.out / "metrics.png"}')
