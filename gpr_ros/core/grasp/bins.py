@@ -39,6 +39,7 @@ from numpy.typing import ArrayLike, NDArray
 from gpr_ros.core.errors import ConfigError, GeometryError
 from gpr_ros.core.grasp.angles import grasp_angles, grasps_from_angles
 from gpr_ros.core.grasp.grasps import Grasps, _as_finite, _as_float_array
+from gpr_ros.core.validation import real as _real
 
 __all__ = [
     "BIN_KEYS",
@@ -58,18 +59,6 @@ DEFAULT_OFFSET_BIN_SIZE = 0.01
 
 #: One encoded parameter: (bin indices int64, normalized residuals float64).
 Encoded = tuple[NDArray[np.int64], NDArray[np.float64]]
-
-
-def _real(value: Any, name: str) -> float:
-    if isinstance(value, (bool, str, bytes)):
-        raise ConfigError(f"{name} must be a real number, got {value!r}")
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a real number, got {value!r}") from None
-    if not math.isfinite(result):
-        raise ConfigError(f"{name} must be finite, got {result}")
-    return result
 
 
 def _integer(value: Any, name: str) -> int:
