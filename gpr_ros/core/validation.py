@@ -90,3 +90,18 @@ def config_to_dict(config: Any) -> dict[str, Any]:
         value = getattr(config, f.name)
         result[f.name] = list(value) if isinstance(value, tuple) else value
     return result
+
+
+def positive_number(value: Any, name: str, allow_zero: bool = False) -> float:
+    """A finite number > 0 (or >= 0 with ``allow_zero``), as float.
+
+    :raises ConfigError: otherwise, naming ``name`` and the bound.
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number < 0.0 or (number == 0.0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
+    return number

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-import math
 from typing import Any
 
 from gpr_ros.core.errors import ConfigError
 from gpr_ros.core.grasp import DEFAULT_BETA, BinConfig, GripperModel
+from gpr_ros.core.validation import positive_number as _positive
 
 __all__ = ["LOSS_KEYS", "NetworkConfig", "SALevel", "TrainConfig"]
 
@@ -44,15 +44,6 @@ def _int_tuple(value: Any, name: str, minimum: int = 1) -> tuple[int, ...]:
     return result
 
 
-def _positive(value: Any, name: str, allow_zero: bool = False) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or number < 0.0 or (number == 0.0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
-    return number
 
 
 def _check_keys(data: Mapping[str, Any], cls: type, what: str) -> None:

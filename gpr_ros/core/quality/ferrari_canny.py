@@ -28,19 +28,18 @@ still rejects give ε = 0.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import ConvexHull, QhullError
 
-from gpr_ros.core.errors import ConfigError, GeometryError
+from gpr_ros.core.errors import GeometryError
 from gpr_ros.core.quality.force_closure import (
     _vectors,
     check_friction,
     friction_cone_edges,
     unit_vectors,
 )
+from gpr_ros.core.validation import positive_number as _check_positive
 
 __all__ = [
     "DEFAULT_NUM_CONE_EDGES",
@@ -60,15 +59,6 @@ DEFAULT_TORSIONAL_FRICTION = 0.001
 _RELATIVE_TOLERANCE = 1e-9
 
 
-def _check_positive(value: float, name: str, allow_zero: bool = False) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or number < 0.0 or (number == 0.0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
-    return number
 
 
 def contact_wrenches(
