@@ -22,6 +22,10 @@ NODES = {
     # node executable -> module:function
     'gpr_smoke_server': 'gpr_ros.ros.smoke:main',
     'phoxi_camera': 'gpr_ros.ros.nodes.phoxi_camera:main',
+    'gpr_inference': 'gpr_ros.ros.nodes.gpr_inference:main',
+    'clutter_removal_supervisor': 'gpr_ros.ros.nodes.clutter_removal_supervisor:main',
+    'sim_world': 'gpr_ros.ros.nodes.sim_world:main',
+    'yumi_executor': 'gpr_ros.ros.nodes.yumi_executor:main',
 }
 
 setup(

@@ -131,11 +131,133 @@ def bench_network() -> None:
               f'(grouping {res["speedup_preprocess"]:.1f}x)')
 
 
+def bench_e2e(repeats: int = 50, warmup: int = 3) -> None:
+    """GPR inference node end to end: cloud published -> GraspArray received, over DDS.
+
+    Starts ``gpr_inference`` (``config/gpr_inference.yaml``, markers on) as its own process,
+    publishes a 16,384-point simulated bin cloud (reliable) ``repeats`` times, each time waiting
+    for its ``GraspArray`` (re-sent after 2 s when the node's best-effort subscription missed
+    it; the lost attempt is not timed), and after each one times bare in-process
+    :meth:`GraspDetector.detect` on the same points (one torch thread, as the node), so both
+    see the same machine load. Reports medians, the overhead of the node over bare detection
+    (target <= 10 %) and its split: outside the pipeline (the median per cloud of end to end
+    minus ``timing.total``: DDS both ways, callbacks, queue hand-off) and the pipeline itself
+    (``timing.total`` minus bare: cloud conversion, frames, message building). On a loaded
+    machine the medians wander by several ms between runs; the split shows what is
+    structural.
+
+    :param repeats: timed clouds.
+    :param warmup: untimed clouds first.
+    """
+    import os
+    import subprocess
+    import sys
+
+    from builtin_interfaces.msg import Time
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import PointCloud2
+    import torch
+    import trimesh
+
+    from gpr_msgs.msg import GraspArray
+    from gpr_ros.core.network.inference import GraspDetector
+    from gpr_ros.core.sim.world import BinWorld, SceneObjectSpec
+    from gpr_ros.resources import share_dir
+    from gpr_ros.ros.conversions import cloud_to_xyz, xyz_to_cloud
+    from gpr_ros.ros.detection import default_model_path
+
+    def part(name: str, mesh: trimesh.Trimesh) -> SceneObjectSpec:
+        vertices = np.asarray(mesh.vertices) - mesh.center_mass
+        return SceneObjectSpec(name=name, parts=((vertices, np.asarray(mesh.faces)),), mass=0.1)
+
+    world = BinWorld()
+    world.drop_objects((part('box_a', trimesh.creation.box((0.06, 0.04, 0.03))),
+                        part('box_b', trimesh.creation.box((0.08, 0.03, 0.03))),
+                        part('cyl', trimesh.creation.cylinder(radius=0.02, height=0.07))),
+                       np.random.default_rng(0))
+    scene = world.observe().points
+    points = scene[np.random.default_rng(0).permutation(len(scene))[:16_384]]
+    points_in = cloud_to_xyz(xyz_to_cloud(points, frame_id='camera_optical_frame'))
+
+    # a DDS domain of its own unless the caller chose one; discovery stays on this machine
+    os.environ.setdefault('ROS_DOMAIN_ID', str(101 + os.getpid() % 100))
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    params = share_dir() / 'config' / 'gpr_inference.yaml'
+    node_proc = subprocess.Popen(
+        [sys.executable, '-m', 'gpr_ros.ros.nodes.gpr_inference', '--ros-args',
+         '--params-file', str(params), '-r', 'cloud:=bench_cloud', '-r', 'grasps:=bench_grasps',
+         '-r', 'grasp_markers:=bench_grasp_markers'], env=dict(os.environ))
+    torch.set_num_threads(1)
+    detector = GraspDetector.from_checkpoint(default_model_path(), seed=0)
+    rclpy.init()
+    node = rclpy.create_node('bench_e2e')
+    received: dict[int, GraspArray] = {}
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    node.create_subscription(GraspArray, 'bench_grasps',
+                             lambda m: received.__setitem__(m.header.stamp.sec, m), reliable)
+    pub = node.create_publisher(PointCloud2, 'bench_cloud', reliable)
+    e2e: list[float] = []
+    reported: list[float] = []
+    bare: list[float] = []
+    lost = 0
+    try:
+        deadline = time.monotonic() + 60
+        while pub.get_subscription_count() == 0 or node.count_publishers('bench_grasps') == 0:
+            if node_proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f'gpr_inference did not come up (exit {node_proc.poll()})')
+            rclpy.spin_once(node, timeout_sec=0.1)
+        for i in range(warmup + repeats):
+            sec = i + 1
+            msg = xyz_to_cloud(points, frame_id='camera_optical_frame', stamp=Time(sec=sec))
+            for _attempt in range(10):  # the best-effort subscription may miss a cloud
+                t0 = time.perf_counter()
+                pub.publish(msg)
+                while sec not in received and time.perf_counter() - t0 < 2.0:
+                    rclpy.spin_once(node, timeout_sec=0.5)
+                if sec in received:
+                    break
+                lost += 1
+            else:
+                raise RuntimeError(f'no GraspArray for cloud {sec} in 10 attempts')
+            t1 = time.perf_counter()
+            t2 = time.perf_counter()
+            detector.detect(points_in, max_grasps=20)
+            t3 = time.perf_counter()
+            if i >= warmup:
+                e2e.append(t1 - t0)
+                reported.append(received[sec].timing.total)
+                bare.append(t3 - t2)
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+        node_proc.send_signal(2)
+        try:
+            node_proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            node_proc.kill()
+    med_e2e, med_node, med_bare = (statistics.median(v) for v in (e2e, reported, bare))
+    outside = statistics.median(a - b for a, b in zip(e2e, reported, strict=True))
+    grasps = len(received[warmup + repeats].grasps)
+    print(f'cloud 16,384 points ({len(msg.data) / 1e3:.0f} kB), {grasps} grasps, '
+          f'{repeats} runs ({lost} clouds lost and re-sent), load average '
+          f'{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, medians:')
+    print(f'  end to end (published -> GraspArray received) {med_e2e * 1000:7.1f} ms')
+    print(f'  node-reported timing.total                   {med_node * 1000:7.1f} ms')
+    print(f'  bare GraspDetector.detect in-process          {med_bare * 1000:7.1f} ms')
+    print(f'  overhead end to end vs bare: {100 * (med_e2e / med_bare - 1):+.1f} % '
+          f'(target <= 10 %)')
+    print(f'  outside the pipeline (DDS, callbacks, queue) {outside * 1000:7.1f} ms '
+          f'({100 * outside / med_bare:+.1f} %); pipeline vs bare '
+          f'{(med_node - med_bare) * 1000:+.1f} ms ({100 * (med_node / med_bare - 1):+.1f} %)')
+
+
 BENCHMARKS: dict[str, Callable[[], None]] = {
     'geometry': bench_geometry,
     'conversions': bench_conversions,
     'dataset': bench_dataset,
     'network': bench_network,
+    'e2e': bench_e2e,
 }
 
 

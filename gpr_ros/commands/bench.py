@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     clutter.add_argument('--model', type=Path, default=None,
                          help='GPR checkpoint (default models/gpr_default.pt in the share dir)')
     clutter.add_argument('--device', default='cpu', help='torch device (default cpu)')
+    clutter.add_argument('--threads', type=int, default=1,
+                         help='torch CPU threads per policy (default 1, as the gpr_inference '
+                              'node: float32 results depend on the thread count)')
     clutter.add_argument('--out', type=Path, required=True, help='results folder')
     clutter.add_argument('--workers', type=int, default=1, help='worker processes (default 1)')
     clutter.add_argument('--clean', action='store_true', help='no sensor noise')
@@ -67,7 +70,7 @@ def _clutter(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     model = args.model if args.model is not None else _default_model()
-    context = PolicyContext(model_path=model, device=args.device)
+    context = PolicyContext(model_path=model, device=args.device, threads=args.threads)
 
     def check(name: str, ctx: PolicyContext) -> str | None:
         if name in NETWORK_POLICIES and (ctx.model_path is None or not ctx.model_path.is_file()):

@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                          'takes the other one)')
     tr.add_argument('--max-steps-per-epoch', type=int, default=0,
                     help='cut epochs short (0: whole dataset)')
+    tr.add_argument('--init-from', type=Path, default=None,
+                    help='start a new run from this checkpoint\'s weights (fresh optimizer '
+                         'and schedule; ignored when OUT/last.pt is resumed)')
     tr.add_argument('--device', default='cpu', help='cpu or cuda[:N] (default cpu)')
     tr.add_argument('--no-resume', action='store_true', help='start over even if OUT/last.pt '
                     'exists')
@@ -57,7 +60,7 @@ def _train(args: argparse.Namespace) -> int:
                              num_workers=args.loader_workers,
                              max_steps_per_epoch=args.max_steps_per_epoch)
         result = train(config, args.data, args.out, progress=True, resume=not args.no_resume,
-                       device=args.device)
+                       device=args.device, init_from=args.init_from)
     except GprError as err:
         print(f'gpr-ros train: {err}', file=sys.stderr)
         return 1

@@ -10,11 +10,16 @@ Supported clouds: little-endian data (or big-endian, byte-swapped on read), ever
 clouds, padding between points and at row ends (``row_step > width * point_step``), NaN points
 with ``is_dense = False``. Colour is read from a packed ``rgb``/``rgba`` field (float32 or
 uint32 bit pattern, 0x00RRGGBB).
+
+Simulation: a world's object poses become ``gpr_msgs/SimSceneState`` (:func:`scene_to_msg`,
+back with :func:`msg_to_scene`) and an attempt of the simulated gripper a
+``SimExecuteGrasp`` response (:func:`attempt_to_sim_response`, :data:`SIM_ERROR_CODES`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose
@@ -23,10 +28,15 @@ from numpy.typing import NDArray
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
-from gpr_msgs.msg import Grasp, GraspArray, InferenceTiming
+from gpr_msgs.msg import Grasp, GraspArray, InferenceTiming, SimObjectState, SimSceneState
+from gpr_msgs.srv import SimExecuteGrasp
 from gpr_ros.core.errors import GeometryError
 from gpr_ros.core.grasp import Grasps
 from gpr_ros.ros.errors import CloudFormatError, GraspMessageError
+
+if TYPE_CHECKING:  # the simulation imports MuJoCo: only nodes that simulate load it
+    from gpr_ros.core.sim.gripper import AttemptResult
+    from gpr_ros.core.sim.world import SceneState
 
 #: PointField datatype constant -> numpy dtype (native byte order chosen at use).
 DATATYPES: dict[int, np.dtype] = {
@@ -350,3 +360,90 @@ def array_msg_to_grasps(msg: GraspArray) -> Grasps:
     :raises GraspMessageError: as :func:`msgs_to_grasps`.
     """
     return msgs_to_grasps(msg.grasps)
+
+
+# --- simulation --------------------------------------------------------------------------------
+
+#: :class:`gpr_ros.core.sim.gripper.Outcome` value -> ``SimExecuteGrasp.Response`` error code
+#: (a simulation error has no code of its own: UNKNOWN, with the reason in the message).
+SIM_ERROR_CODES: dict[str, int] = {
+    'success': SimExecuteGrasp.Response.NONE,
+    'collision': SimExecuteGrasp.Response.COLLISION,
+    'slip': SimExecuteGrasp.Response.SLIP,
+    'unreachable': SimExecuteGrasp.Response.UNREACHABLE,
+    'width_exceeded': SimExecuteGrasp.Response.WIDTH_EXCEEDED,
+    'no_grasp': SimExecuteGrasp.Response.UNKNOWN,
+    'error': SimExecuteGrasp.Response.UNKNOWN,
+}
+
+
+def scene_to_msg(state: SceneState, in_bin: NDArray[np.bool_], *, header: Header, seed: int,
+                 trial: int, protocol: str, object_set: str, objects_total: int,
+                 attempts: int) -> SimSceneState:
+    """Describe a simulated bin scene as ``gpr_msgs/SimSceneState``.
+
+    :param state: the world's snapshot (:meth:`gpr_ros.core.sim.world.BinWorld.state`):
+        names, positions and (x, y, z, w) quaternions in the world frame, object-index order.
+    :param in_bin: ``(N,)`` whether each object is still in the bin (not removed).
+    :param header: stamp and world frame of the poses.
+    :param seed: run seed of the scene.
+    :param trial: trial index of the scene.
+    :param protocol: protocol the objects were drawn with.
+    :param object_set: object set name or folder.
+    :param objects_total: objects in the bin right after pouring.
+    :param attempts: executed grasps since the scene was poured.
+    :return: the message; object ``id`` is the object index.
+    :raises GeometryError: when ``in_bin`` does not have one entry per object.
+    """
+    flags = np.asarray(in_bin, dtype=bool)
+    if flags.shape != (len(state.names),):
+        raise GeometryError(
+            f'in_bin must have shape ({len(state.names)},), got {flags.shape}')
+    msg = SimSceneState(header=header, seed=int(seed), trial=int(trial), protocol=str(protocol),
+                        object_set=str(object_set), objects_total=int(objects_total),
+                        attempts=int(attempts))
+    for i, name in enumerate(state.names):
+        obj = SimObjectState(name=str(name), id=i, in_bin=bool(flags[i]))
+        p, q = state.positions[i], state.quaternions[i]
+        obj.pose.position.x, obj.pose.position.y, obj.pose.position.z = (float(v) for v in p)
+        o = obj.pose.orientation
+        o.x, o.y, o.z, o.w = (float(v) for v in q)
+        msg.objects.append(obj)
+    return msg
+
+
+def msg_to_scene(msg: SimSceneState) -> dict[str, Any]:
+    """Read the objects of a ``gpr_msgs/SimSceneState``.
+
+    :param msg: the message.
+    :return: ``{'names': list of str, 'ids': (N,) int32, 'poses': (N, 7) float64
+        [x, y, z, qx, qy, qz, qw] in ``msg.header.frame_id``, 'in_bin': (N,) bool}``.
+    """
+    poses = np.empty((len(msg.objects), 7))
+    for i, obj in enumerate(msg.objects):
+        p, o = obj.pose.position, obj.pose.orientation
+        poses[i] = (p.x, p.y, p.z, o.x, o.y, o.z, o.w)
+    return {'names': [o.name for o in msg.objects],
+            'ids': np.array([o.id for o in msg.objects], dtype=np.int32),
+            'poses': poses,
+            'in_bin': np.array([o.in_bin for o in msg.objects], dtype=bool)}
+
+
+def attempt_to_sim_response(result: AttemptResult, *, executed: bool,
+                            scene: SimSceneState) -> SimExecuteGrasp.Response:
+    """Describe one attempt of the simulated gripper as a ``SimExecuteGrasp`` response.
+
+    :param result: the attempt (:func:`gpr_ros.core.sim.gripper.execute_grasp`).
+    :param executed: whether anything moved (``False`` for a refusal by the checks).
+    :param scene: the world's state after the attempt.
+    :return: the response; ``error_code`` from :data:`SIM_ERROR_CODES`.
+    """
+    outcome = str(result.outcome.value)
+    return SimExecuteGrasp.Response(
+        success=outcome == 'success',
+        error_code=SIM_ERROR_CODES.get(outcome, SimExecuteGrasp.Response.UNKNOWN),
+        message=str(result.message), executed=bool(executed),
+        finger_width=float(result.finger_width),
+        lifted_ids=[int(i) for i in result.lifted],
+        fell_out_ids=[int(i) for i in result.fell_out],
+        outcome=outcome, object_id=int(result.object_index), scene=scene)

@@ -19,8 +19,19 @@ origin):
    depth offset / finger depth; keep the best candidate per contact pair.
 
 A single view rarely shows both opposite faces of a box (the camera must lie between the
-faces' planes), so this baseline finds grasps mainly on curved objects and on objects seen
-from the side; that limitation is GPD's too without its learned classifier.
+faces' planes), so pairs alone find grasps mainly on curved objects and on objects seen from
+the side. GPD's own candidate generator therefore does not need both faces: it approaches a
+sampled surface point against its normal and keeps hand poses whose closing region holds
+points and whose fingers are free. ``surface_samples`` > 0 adds those candidates (step 6):
+
+6. from each surface seed, approach = −normal (at most ``max_surface_tilt`` from the view
+   direction), the centre ``surface_depths`` below the surface, closing axes every
+   π / ``closing_angles`` about the approach; the closing region's points give the object's
+   visible extent across the fingers: the grasp is centred on it and its width is the extent
+   plus ``width_margin`` per side (too wide: dropped); finger/palm collision as step 4;
+   score = ``surface_weight`` × (filled fraction of the closing depth) − extent / max width.
+   Contact pairs (antipodality in [cos φ, 1] + depth bonus) rank above surface candidates
+   of equal score since their antipodality is measured, not assumed.
 """
 
 from __future__ import annotations
@@ -61,6 +72,11 @@ class AntipodalConfig:
     :ivar depth_weight: score bonus for depth (per finger depth).
     :ivar collision_points: cloud points used in the collision check.
     :ivar max_grasps: most grasps returned.
+    :ivar surface_samples: surface seeds of the GPD-style candidates (0: pairs only).
+    :ivar surface_depths: depths of the grasp centre below the seed surface.
+    :ivar closing_angles: closing directions tried per seed (over π).
+    :ivar max_surface_tilt: largest angle between −normal and the view direction.
+    :ivar surface_weight: weight of the closing-depth fill in the surface score.
     """
 
     gripper: GripperModel = field(default_factory=GripperModel)
@@ -76,6 +92,11 @@ class AntipodalConfig:
     depth_weight: float = 0.2
     collision_points: int = 2000
     max_grasps: int = 20
+    surface_samples: int = 200
+    surface_depths: tuple[float, ...] = (0.01, 0.02)
+    closing_angles: int = 6
+    max_surface_tilt: float = math.radians(45.0)
+    surface_weight: float = 1.0
 
     def __post_init__(self) -> None:
         """Validate the values.
@@ -85,7 +106,7 @@ class AntipodalConfig:
         if isinstance(self.gripper, Mapping):
             object.__setattr__(self, "gripper", GripperModel.from_dict(self.gripper))
         for name in ("max_points", "normal_neighbors", "num_samples", "collision_points",
-                     "max_grasps"):
+                     "max_grasps", "closing_angles"):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) < (3 if name == "normal_neighbors" else 1):
                 raise ConfigError(f"AntipodalConfig.{name} must be a positive count, got {value}")
@@ -98,6 +119,16 @@ class AntipodalConfig:
         object.__setattr__(self, "depth_offsets", tuple(float(d) for d in self.depth_offsets))
         if not self.tilt_angles or not self.depth_offsets:
             raise ConfigError("AntipodalConfig needs at least one tilt angle and depth offset")
+        if isinstance(self.surface_samples, bool) or int(self.surface_samples) < 0:
+            raise ConfigError("AntipodalConfig.surface_samples must be >= 0")
+        object.__setattr__(self, "surface_samples", int(self.surface_samples))
+        object.__setattr__(self, "surface_depths",
+                           tuple(float(d) for d in self.surface_depths))
+        if self.surface_samples and (not self.surface_depths
+                                     or min(self.surface_depths) < 0.0):
+            raise ConfigError("AntipodalConfig.surface_depths must be non-empty and >= 0")
+        if not 0.0 < float(self.max_surface_tilt) <= math.pi / 2:
+            raise ConfigError("AntipodalConfig.max_surface_tilt must be in (0, pi/2]")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as plain Python values.
@@ -161,6 +192,36 @@ def detect_antipodal(points: ArrayLike, rng: np.random.Generator,
     if len(pts) > cfg.max_points:
         pts = pts[rng.choice(len(pts), cfg.max_points, replace=False)]
     normals = estimate_normals(pts, cfg.normal_neighbors)
+    found = [_pair_candidates(pts, normals, rng, cfg)]
+    if cfg.surface_samples:
+        found.append(_surface_candidates(pts, normals, rng, cfg))
+    parts = [p for p in found if p is not None and len(p[0])]
+    if not parts:
+        return Grasps.empty()
+    if len(parts) > 1:  # surface candidates have no contact points: drop the pairs' too
+        parts = [(Grasps(g.center, g.approach, g.closing, g.width, g.score, STAGE_BASELINE), r)
+                 for g, r in parts]
+    candidates = Grasps.concat([p[0] for p in parts])
+    row = np.concatenate([p[1] + k * 10**9 for k, p in enumerate(parts)])
+    sub = pts if len(pts) <= cfg.collision_points else pts[
+        rng.choice(len(pts), cfg.collision_points, replace=False)]
+    free = ~gripper.points_in_gripper_body(sub, candidates).any(axis=1)
+    if not np.any(free):
+        return Grasps.empty()
+    keep = np.flatnonzero(free)
+    order = keep[np.argsort(-candidates.score[keep], kind="stable")]
+    # Best candidate per contact pair, then the best pairs.
+    _, first_of_pair = np.unique(row[order], return_index=True)
+    chosen = order[np.sort(first_of_pair)][: cfg.max_grasps]
+    return candidates[chosen].sorted_by_score()
+
+
+def _pair_candidates(pts: NDArray[np.float64], normals: NDArray[np.float64],
+                     rng: np.random.Generator, cfg: AntipodalConfig
+                     ) -> tuple[Grasps, NDArray[np.int64]] | None:
+    """Steps 2-3: contact-pair candidates and the pair index of each."""
+    gripper = cfg.gripper
+    tree = cKDTree(pts)
     tree = cKDTree(pts)
     cos_fa = math.cos(cfg.friction_angle)
     max_dist = gripper.max_width - 2.0 * cfg.width_margin
@@ -185,7 +246,7 @@ def detect_antipodal(points: ArrayLike, rng: np.random.Generator,
         if quality[best] >= cos_fa:
             pairs.append((int(i), int(cand[best]), float(quality[best])))
     if not pairs:
-        return Grasps.empty()
+        return None
     first = np.array([p[0] for p in pairs])
     second = np.array([p[1] for p in pairs])
     quality = np.array([p[2] for p in pairs])
@@ -199,7 +260,7 @@ def detect_antipodal(points: ArrayLike, rng: np.random.Generator,
     norm = np.linalg.norm(base, axis=1)
     usable = norm > 1e-3
     if not np.any(usable):
-        return Grasps.empty()
+        return None
     first, closing, middle, base, quality, dist = (
         first[usable], closing[usable], middle[usable], base[usable] / norm[usable, None],
         quality[usable], dist[usable])
@@ -216,17 +277,68 @@ def detect_antipodal(points: ArrayLike, rng: np.random.Generator,
             scores.append(quality + cfg.depth_weight * depth / gripper.finger_depth
                           - 1e-3 * abs(tilt))
     row = np.concatenate(rows)
-    candidates = Grasps(np.concatenate(centres), np.concatenate(approaches), closing[row],
+    return Grasps(np.concatenate(centres), np.concatenate(approaches), closing[row],
                         width[row], np.concatenate(scores), STAGE_BASELINE,
-                        np.stack([c1, c2], axis=1)[usable][row])
-    sub = pts if len(pts) <= cfg.collision_points else pts[
-        rng.choice(len(pts), cfg.collision_points, replace=False)]
-    free = ~gripper.points_in_gripper_body(sub, candidates).any(axis=1)
-    if not np.any(free):
-        return Grasps.empty()
-    keep = np.flatnonzero(free)
-    order = keep[np.argsort(-candidates.score[keep], kind="stable")]
-    # Best candidate per contact pair, then the best pairs.
-    _, first_of_pair = np.unique(row[order], return_index=True)
-    chosen = order[np.sort(first_of_pair)][: cfg.max_grasps]
-    return candidates[chosen].sorted_by_score()
+                        np.stack([c1, c2], axis=1)[usable][row]), row
+
+
+def _surface_candidates(pts: NDArray[np.float64], normals: NDArray[np.float64],
+                        rng: np.random.Generator, cfg: AntipodalConfig
+                        ) -> tuple[Grasps, NDArray[np.int64]] | None:
+    """Step 6: GPD-style candidates approaching surface seeds against their normals."""
+    gripper = cfg.gripper
+    seeds = rng.choice(len(pts), min(cfg.surface_samples, len(pts)), replace=False)
+    approach = -normals[seeds]
+    view = pts[seeds] / np.linalg.norm(pts[seeds], axis=1, keepdims=True)
+    ok = np.einsum("ij,ij->i", approach, view) >= math.cos(cfg.max_surface_tilt)
+    seeds, approach = seeds[ok], approach[ok]
+    if len(seeds) == 0:
+        return None
+    helper = np.where(np.abs(approach[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    u = np.cross(approach, helper)
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    w = np.cross(approach, u)
+    angles = np.arange(cfg.closing_angles) * math.pi / cfg.closing_angles
+    rows, centres, approaches, closings = [], [], [], []
+    for angle in angles:
+        closing = math.cos(angle) * u + math.sin(angle) * w
+        for depth in cfg.surface_depths:
+            rows.append(np.arange(len(seeds)))
+            centres.append(pts[seeds] + depth * approach)
+            approaches.append(approach)
+            closings.append(closing)
+    row = np.concatenate(rows)
+    probe = Grasps(np.concatenate(centres), np.concatenate(approaches), np.concatenate(closings),
+                   np.full(len(row), gripper.max_width), np.zeros(len(row)), STAGE_BASELINE)
+    # The visible extent across the fingers, from the points in the widest closing region.
+    near = cKDTree(pts).query_ball_point(probe.center, gripper.max_width)
+    centre_shift = np.zeros(len(probe))
+    extent = np.full(len(probe), np.inf)
+    fill = np.zeros(len(probe))
+    for k, idx in enumerate(near):
+        if len(idx) < 3:
+            continue
+        local = gripper.to_canonical(pts[idx], probe[k])[0]
+        inside = ((local[:, 0] >= 0.0) & (local[:, 0] <= gripper.finger_depth)
+                  & (np.abs(local[:, 1]) <= 0.5 * gripper.max_width)
+                  & (np.abs(local[:, 2]) <= 0.5 * gripper.finger_height))
+        if np.count_nonzero(inside) < 3:
+            continue
+        y = local[inside, 1]
+        lo, hi = float(y.min()), float(y.max())
+        if lo <= -0.5 * gripper.max_width + 1e-3 or hi >= 0.5 * gripper.max_width - 1e-3:
+            continue  # the object fills the whole opening: it continues beyond the fingers
+        centre_shift[k] = 0.5 * (lo + hi)
+        extent[k] = hi - lo
+        fill[k] = (local[inside, 0].max() - local[inside, 0].min()) / gripper.finger_depth
+    width = extent + 2.0 * cfg.width_margin
+    good = np.isfinite(extent) & (width <= gripper.max_width)
+    if not np.any(good):
+        return None
+    g = probe[np.flatnonzero(good)]
+    centre = g.center + centre_shift[good, None] * g.closing
+    score = cfg.surface_weight * np.clip(fill[good], 0.0, 1.0) - extent[good] / gripper.max_width
+    # Pairs score in [cos φ, 1 + depth bonus]; keep surface candidates below the best pairs.
+    score = math.cos(cfg.friction_angle) * 0.5 * (1.0 + score / (1.0 + cfg.surface_weight))
+    return (Grasps(centre, g.approach, g.closing, width[good], score, STAGE_BASELINE),
+            row[good].astype(np.int64))

@@ -70,12 +70,16 @@ class PolicyContext:
     :ivar device: torch device for network policies.
     :ivar gripper: the gripper.
     :ivar max_grasps: most grasps a policy should return.
+    :ivar threads: torch CPU threads of network policies. Float32 sums depend on the thread
+        count, so results are reproducible (and equal to the ROS graph's, whose inference
+        node runs 1 thread by default) only for the same count.
     """
 
     model_path: Path | None = None
     device: str = "cpu"
     gripper: GripperModel = field(default_factory=GripperModel)
     max_grasps: int = 20
+    threads: int = 1
 
 
 class GPRPolicy:
@@ -163,8 +167,11 @@ def _gpr_factory(stage: int, name: str) -> PolicyFactory:
             raise PolicyUnavailableError(
                 f"policy {name!r} needs a GPR checkpoint; none found at "
                 f"{path if path is not None else 'the default location'} (pass --model)")
+        import torch
+
         from gpr_ros.core.network.inference import GraspDetector  # torch only when needed
 
+        torch.set_num_threads(max(1, int(context.threads)))
         detector = GraspDetector.from_checkpoint(path, device=context.device)
         return GPRPolicy(detector, stage, context.max_grasps, name)
 

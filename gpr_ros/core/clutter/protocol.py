@@ -28,16 +28,13 @@ rng from ``(seed, t, a, 2)``, so a trial re-run from its start repeats itself ex
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-import time
 from typing import Any
 
 import numpy as np
 
-from gpr_ros.core.clutter.policies import GraspPolicy
 from gpr_ros.core.errors import ConfigError
-from gpr_ros.core.grasp.grasps import Grasps
 from gpr_ros.core.sim.camera import (
     CameraConfig,
     NoiseConfig,
@@ -45,12 +42,8 @@ from gpr_ros.core.sim.camera import (
 from gpr_ros.core.sim.gripper import (
     ExecutionConfig,
     GripperSimConfig,
-    Outcome,
-    SimGripper,
-    execute_grasp,
-    precheck_grasp,
 )
-from gpr_ros.core.sim.world import BinConfig, BinWorld, SceneConfig, SceneObjectSpec
+from gpr_ros.core.sim.world import BinConfig, SceneConfig, SceneObjectSpec
 from gpr_ros.core.validation import (
     config_from_dict as _config_from_dict,
 )
@@ -63,7 +56,6 @@ __all__ = [
     "ClutterConfig",
     "ProtocolConfig",
     "TrialResult",
-    "run_trial",
     "select_subset",
     "trial_objects",
 ]
@@ -259,114 +251,3 @@ def trial_objects(subset: Sequence[SceneObjectSpec], protocol: ProtocolConfig, s
     rng = np.random.default_rng([seed, trial, 0])
     idx = rng.choice(len(subset), protocol.objects_per_trial, replace=False)
     return tuple(subset[int(i)] for i in idx)
-
-
-def _first_feasible(grasps: Grasps, world: BinWorld, gripper: SimGripper,
-                    execution: ExecutionConfig) -> tuple[int, int]:
-    """Index of the best grasp passing the kinematic checks (−1 if none) and the count."""
-    for i in range(len(grasps)):
-        if precheck_grasp(grasps[i], world, gripper, execution) is None:
-            return i, len(grasps)
-    return -1, len(grasps)
-
-
-def run_trial(policy: GraspPolicy, subset: Sequence[SceneObjectSpec], config: ClutterConfig,
-              seed: int, trial: int,
-              on_attempt: Callable[[dict[str, Any]], None] | None = None,
-              on_start: Callable[[dict[str, Any]], None] | None = None) -> TrialResult:
-    """Run one trial of the configured protocol.
-
-    :param policy: the grasp policy.
-    :param subset: the run's object subset (:func:`select_subset`).
-    :param config: the benchmark configuration.
-    :param seed: run seed.
-    :param trial: trial index.
-    :param on_attempt: called with each attempt record as soon as it exists.
-    :param on_start: called once the objects are poured, with ``{'objects', 'poured',
-        'objects_total', ...}``.
-    :return: the trial's totals and records.
-    :raises SimulationError: if the world cannot be built or the pour diverges.
-    """
-    start = time.perf_counter()
-    protocol = config.protocol
-    gripper = SimGripper(config.gripper)
-    world = BinWorld(config.bin, config.scene, spec_hooks=[gripper.spec_hook])
-    objects = trial_objects(subset, protocol, seed, trial)
-    state = world.drop_objects(objects, np.random.default_rng([seed, trial, 1]))
-    gripper.park(world)
-    objects_total = int(world.in_scene.sum())
-    info = {"objects": [o.name for o in objects], "poured": len(objects),
-            "objects_total": objects_total, "pour_sim_time": state.sim_time,
-            "pour_wall_time": state.wall_time}
-    if on_start is not None:
-        on_start(info)
-    sim_time = state.sim_time
-    records: list[dict[str, Any]] = []
-    attempts = successes = removed = consecutive = 0
-    ended_by = "cleared"
-    geomgroup = gripper.camera_geomgroup()
-    while True:
-        if not world.in_scene.any():
-            ended_by = "cleared"
-            break
-        if protocol.max_attempts is not None and attempts >= protocol.max_attempts:
-            ended_by = "max_attempts"
-            break
-        if (protocol.max_consecutive_failures is not None
-                and consecutive >= protocol.max_consecutive_failures):
-            ended_by = "consecutive_failures"
-            break
-        t0 = time.perf_counter()
-        obs = world.observe(config.camera, config.noise,
-                            np.random.default_rng([seed, trial, attempts, 1]), geomgroup)
-        t1 = time.perf_counter()
-        grasps = Grasps.empty()
-        if len(obs) >= config.min_points:
-            grasps = policy(obs.points, np.random.default_rng([seed, trial, attempts, 2]))
-        t2 = time.perf_counter()
-        grasps_world = grasps.transformed(obs.T_world_camera) if len(grasps) else grasps
-        index, proposed = _first_feasible(grasps_world, world, gripper, config.execution)
-        record: dict[str, Any] = {
-            "attempt": attempts, "num_points": len(obs), "num_grasps": proposed,
-            "grasp_rank": index, "observe_time": t1 - t0, "policy_time": t2 - t1,
-        }
-        if index < 0:
-            record.update(outcome=Outcome.NO_GRASP.value, object=-1, object_name=None,
-                          message="no feasible grasp proposed" if proposed else
-                          "no grasp proposed", counted=False, sim_time=0.0, wall_time=0.0,
-                          lifted=[], fell_out=[], pushed=[])
-            records.append(record)
-            if on_attempt is not None:
-                on_attempt(record)
-            ended_by = "no_grasp"
-            break
-        grasp = grasps_world[index]
-        result = execute_grasp(world, gripper, grasp, config.execution)
-        attempts += 1
-        sim_time += result.sim_time
-        data = result.to_dict()
-        obj = result.object_index
-        record.update(data)
-        record.update(
-            counted=True, object=obj, object_name=world.objects[obj].name if obj >= 0 else None,
-            grasp=dict(center=grasp.center[0].tolist(), approach=grasp.approach[0].tolist(),
-                       closing=grasp.closing[0].tolist(), width=float(grasp.width[0]),
-                       score=float(grasp.score[0])))
-        del record["object_index"]
-        if result.success:
-            successes += 1
-            removed += len(result.lifted)
-            consecutive = 0
-        else:
-            consecutive += 1
-        records.append(record)
-        if on_attempt is not None:
-            on_attempt(record)
-        if result.outcome is Outcome.ERROR:
-            ended_by = "error"
-            break
-    return TrialResult(trial=trial, poured=len(objects), objects_total=objects_total,
-                       attempts=attempts, successes=successes, removed=removed,
-                       ended_by=ended_by, records=tuple(records), sim_time=sim_time,
-                       wall_time=time.perf_counter() - start)
-

@@ -36,7 +36,8 @@ from gpr_ros.core.clutter.metrics import (
     wilson_interval,
 )
 from gpr_ros.core.clutter.policies import GraspPolicy, PolicyContext, make_policy
-from gpr_ros.core.clutter.protocol import ClutterConfig, TrialResult, run_trial, select_subset
+from gpr_ros.core.clutter.protocol import ClutterConfig, TrialResult, select_subset
+from gpr_ros.core.clutter.session import run_trial
 from gpr_ros.core.sim.world import SceneObjectSpec
 
 __all__ = [

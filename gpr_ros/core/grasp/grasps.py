@@ -538,6 +538,25 @@ class Grasps:
         arr = _as_float_array(poses, "poses", (None, 7))
         return cls.from_quaternions(arr[:, :3], arr[:, 3:], width, score, stage, contacts)
 
+    def as_received(self) -> Grasps:
+        """The grasps as a receiver of their poses rebuilds them.
+
+        ``gpr_msgs/Grasp`` carries a position and a unit quaternion (and a float32 score);
+        :func:`gpr_ros.ros.conversions.msgs_to_grasps` normalizes the quaternion and rebuilds
+        the frame from it, which changes the last bits of the directions. The in-process
+        clutter benchmark executes ``as_received()`` grasps, so a simulation driven over ROS
+        executes bit-identical grasps and reproduces it exactly.
+
+        :return: the grasps after a pose round trip (contacts and stage unchanged).
+        """
+        if len(self) == 0:
+            return self
+        poses = self.poses
+        poses[:, 3:] /= np.linalg.norm(poses[:, 3:], axis=1)[:, None]
+        return Grasps.from_poses(poses, width=self.width,
+                                 score=self.score.astype(np.float32).astype(np.float64),
+                                 stage=self.stage, contacts=self.contacts)
+
     # ------------------------------------------------------------------ geometry
 
     def transformed(self, transform: ArrayLike) -> Grasps:

@@ -227,6 +227,7 @@ def train(
     progress: bool = True,
     resume: bool = True,
     device: str | torch.device = "cpu",
+    init_from: Path | str | None = None,
 ) -> TrainResult:
     """Train (or resume training) a GPR network.
 
@@ -241,6 +242,8 @@ def train(
     :param progress: show tqdm progress bars (rank 0).
     :param resume: continue from ``out_dir/last.pt`` when it exists.
     :param device: ``"cpu"`` or a CUDA device (with DDP: ``cuda:LOCAL_RANK``).
+    :param init_from: a checkpoint whose weights start a *new* run (fine-tuning with a fresh
+        optimizer and schedule); ignored when ``out_dir/last.pt`` is resumed.
     :return: the last epoch's metrics and the trained model.
     :raises CheckpointError: if ``last.pt`` is unreadable or was trained with another network.
     :raises NetworkError: if the dataset is empty.
@@ -309,6 +312,13 @@ def train(
         start_epoch = int(state["epoch"])
         best = float(state.get("best_val_loss", math.inf))
         metrics = dict(state.get("metrics", {}))
+    elif init_from is not None:
+        init = load_checkpoint(Path(init_from), map_location=dev)
+        if init["network_config"] != net_cfg.to_dict():
+            raise CheckpointError(
+                f"{init_from} was trained with another network_config than this run's"
+            )
+        core.load_state_dict(init["model_state"])
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")

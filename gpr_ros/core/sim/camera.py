@@ -77,6 +77,7 @@ __all__ = [
     "PixelWindow",
     "RoiBox",
     "apply_noise",
+    "camera_pose_xyzquat",
     "capture",
     "crop_to_roi",
     "depth_to_points",
@@ -244,6 +245,29 @@ class CameraConfig:
         """
         result: CameraConfig = _config_from_dict(cls, data)
         return result
+
+
+def camera_pose_xyzquat(config: CameraConfig) -> tuple[float, float, float, float, float,
+                                                       float, float]:
+    """Return the camera extrinsics T_world_camera as ``[x, y, z, qx, qy, qz, qw]``.
+
+    These are the numbers a node that turns camera-frame grasps into world-frame grasps needs
+    (a static camera-to-world transform), e.g. the inference node's ``camera_to_output``
+    parameter in the simulated graph.
+
+    :param config: the camera.
+    :return: the optical-frame origin in the world, m, and the unit quaternion (x, y, z, w) of
+        the optical frame's orientation in the world, with w >= 0.
+    """
+    wxyz = np.empty(4)
+    mujoco.mju_mat2Quat(wxyz, np.ascontiguousarray(config.rotation()).reshape(-1))
+    quat = np.array([wxyz[1], wxyz[2], wxyz[3], wxyz[0]])
+    quat /= np.linalg.norm(quat)
+    if quat[3] < 0.0:
+        quat = -quat
+    x, y, z = (float(v) + 0.0 for v in config.position)  # + 0.0 turns -0.0 into 0.0
+    qx, qy, qz, qw = (float(v) + 0.0 for v in quat)
+    return (x, y, z, qx, qy, qz, qw)
 
 
 @dataclass(frozen=True)

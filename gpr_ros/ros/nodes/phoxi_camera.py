@@ -18,9 +18,15 @@ so the other executor thread stays free. When the device disappears the node clo
 retries every ``reconnect_period_s``, warning once per failure streak. Invalid parameters are
 logged and the process exits with code 2.
 
-Sources: ``source='genicam'`` (:class:`gpr_ros.core.camera.GenicamSource`) or ``'none'`` (no
-camera; the service answers failure). Other sources implement
-:class:`gpr_ros.core.camera.FrameSource` and register in :data:`SOURCES`.
+Sources: ``source='genicam'`` (:class:`gpr_ros.core.camera.GenicamSource`), ``'sim'``
+(:class:`SimWorldSource`) or ``'none'`` (no camera; the service answers failure). With
+``'sim'`` each capture calls the simulated world's ``gpr_msgs/SimCaptureCloud`` service
+``sim_capture_service`` with ``call_async`` from a callback group of its own, bounded by
+``timeout_s``, and publishes the returned points re-stamped now in ``frame_id``, unorganized;
+a missing world is handled like a disconnected camera (warned once, retried every
+``reconnect_period_s`` and at each capture); the GenICam-only parameters do not apply. Other
+sources implement :class:`gpr_ros.core.camera.FrameSource` and register a factory
+``(node, config) -> FrameSource`` in :data:`SOURCES`.
 """
 
 from __future__ import annotations
@@ -30,10 +36,13 @@ from dataclasses import dataclass
 import math
 import sys
 import threading
+import time
 from typing import Any
 
+import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.client import Client
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -41,20 +50,23 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import PointCloud2
 from std_srvs.srv import Trigger
 
+from gpr_msgs.srv import SimCaptureCloud
 from gpr_ros.core.camera import (
     AcquisitionTimeoutError,
     CameraConfigError,
     CameraDisconnectedError,
     CameraError,
+    Frame,
     FrameSource,
     GenicamConfig,
     GenicamSource,
 )
-from gpr_ros.ros.conversions import xyz_to_cloud
+from gpr_ros.ros.conversions import cloud_to_xyz, xyz_to_cloud
+from gpr_ros.ros.errors import CloudFormatError
 from gpr_ros.ros.runtime import run_node
 
-#: source name -> factory from the node config (None: no camera).
-SOURCES: dict[str, Callable[[CameraNodeConfig], FrameSource] | None] = {}
+#: source name -> factory from the node and its config (None: no camera).
+SOURCES: dict[str, Callable[[Node, CameraNodeConfig], FrameSource] | None] = {}
 TRIGGERS = ('software', 'continuous')
 RELIABILITIES = ('auto', 'best_effort', 'reliable')
 #: consecutive timeouts after which the device is considered gone and reopened.
@@ -82,6 +94,8 @@ class CameraNodeConfig:
     reconnect_period_s: float
     timeout_s: float
     camera: GenicamConfig | None
+    sim_capture_service: str = 'sim_world/capture'
+    sim_noise: bool = True
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -102,9 +116,93 @@ class CameraNodeConfig:
                 raise CameraConfigError(f'{name} is {value}; expected a finite value > 0')
         if self.qos_depth < 1:
             raise CameraConfigError(f'qos_depth is {self.qos_depth}; expected >= 1')
+        if self.source == 'sim' and not self.sim_capture_service:
+            raise CameraConfigError("sim_capture_service is empty; source 'sim' needs the "
+                                    "world's SimCaptureCloud service")
 
 
-SOURCES['genicam'] = lambda cfg: GenicamSource(cfg.camera)  # type: ignore[arg-type]
+class SimWorldSource:
+    """Frames from the simulated world's ``SimCaptureCloud`` service (``source='sim'``).
+
+    A :class:`~gpr_ros.core.camera.FrameSource`: ``open`` succeeds once the service exists,
+    ``capture`` calls it asynchronously from its own callback group (the answer is handled by
+    another executor thread while the capturing thread waits, at most ``timeout``).
+
+    :param node: the camera node.
+    :param config: its configuration (``sim_capture_service``, ``sim_noise``, ``timeout_s``).
+    """
+
+    #: opening only looks up the service: a capture on a closed source tries it first.
+    open_on_demand = True
+
+    def __init__(self, node: Node, config: CameraNodeConfig) -> None:
+        self._service = config.sim_capture_service
+        self._noise = config.sim_noise
+        self._default_timeout = config.timeout_s
+        self._client: Client = node.create_client(
+            SimCaptureCloud, config.sim_capture_service,
+            callback_group=MutuallyExclusiveCallbackGroup())
+        self._open = False
+        self._sequence = 0
+
+    @property
+    def is_open(self) -> bool:
+        """True while the world's service is known to be there."""
+        return self._open
+
+    def describe(self) -> str:
+        """A line for the log."""
+        return f'simulated world ({self._service!r}, noise {"on" if self._noise else "off"})'
+
+    def open(self) -> None:
+        """Check that the world is there.
+
+        :raises CameraDisconnectedError: when its capture service is not available.
+        """
+        if not self._client.service_is_ready():
+            raise CameraDisconnectedError(
+                f'the simulated world capture service {self._service!r} is not available')
+        self._open = True
+
+    def close(self) -> None:
+        """Forget the world (the next :meth:`open` looks for it again)."""
+        self._open = False
+
+    def capture(self, timeout: float | None = None) -> Frame:
+        """Ask the world for one cloud.
+
+        :param timeout: seconds to wait for the answer (default ``timeout_s``).
+        :return: the frame, unorganized float32 points in metres.
+        :raises CameraDisconnectedError: when the service is gone or the call failed.
+        :raises AcquisitionTimeoutError: when no answer came in time.
+        :raises CameraError: when the world refused (e.g. no scene yet) or sent a bad cloud.
+        """
+        if not self._open or not self._client.service_is_ready():
+            raise CameraDisconnectedError(
+                f'the simulated world capture service {self._service!r} is not available')
+        wait = self._default_timeout if timeout is None else timeout
+        future = self._client.call_async(SimCaptureCloud.Request(noise=self._noise))
+        done = threading.Event()
+        future.add_done_callback(lambda _f: done.set())
+        if not done.wait(wait):
+            self._client.remove_pending_request(future)
+            raise AcquisitionTimeoutError(f'the simulated world did not answer within {wait:g} s')
+        reply = future.result()
+        if reply is None:
+            raise CameraDisconnectedError('the simulated world capture call failed')
+        if not reply.success:
+            raise CameraError(f'the simulated world refused the capture: {reply.message}')
+        try:
+            points = cloud_to_xyz(reply.cloud, dtype=np.float32)
+        except CloudFormatError as err:
+            raise CameraError(f'the simulated world sent an unreadable cloud: {err}') from None
+        self._sequence += 1
+        return Frame(points=points, intensity=None, timestamp_ns=time.time_ns(),
+                     sequence=self._sequence)
+
+
+SOURCES['genicam'] = lambda _node, cfg: GenicamSource(cfg.camera)  # type: ignore[arg-type]
+SOURCES['sim'] = SimWorldSource
 SOURCES['none'] = None
 
 
@@ -115,7 +213,8 @@ def _floats(lo: float, hi: float) -> list[FloatingPointRange]:
 #: name -> (default, description, extra descriptor fields). ``Parameter.Type`` defaults are
 #: optional arrays (unset means empty: ROS cannot type an empty list).
 PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
-    'source': ('genicam', "frame source: 'genicam' (GenTL producer) or 'none' (no camera)", {}),
+    'source': ('genicam', "frame source: 'genicam' (GenTL producer), 'sim' (the simulated "
+               "world's capture service) or 'none' (no camera)", {}),
     'cti_path': ('', 'GenTL producer (.cti) file; empty: the genicam wheel simulator viky.cti',
                  {'read_only': True}),
     'device_id': ('', 'device serial, id, user name or index; empty: the first device',
@@ -147,8 +246,12 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
                         {'read_only': True}),
     'reconnect_period_s': (2.0, 'seconds between attempts to reopen a lost device',
                            {'floating_point_range': _floats(0.1, 3600.0), 'read_only': True}),
-    'timeout_s': (2.0, 'acquisition timeout of one frame [s]',
+    'timeout_s': (2.0, "acquisition timeout of one frame [s] (source 'sim': the world's answer)",
                   {'floating_point_range': _floats(0.01, 60.0), 'read_only': True}),
+    'sim_capture_service': ('sim_world/capture', "source 'sim': the world's "
+                            'gpr_msgs/SimCaptureCloud service', {'read_only': True}),
+    'sim_noise': (True, "source 'sim': ask the world for noisy clouds (it applies noise only "
+                  'when its own noise parameter is on too)', {'read_only': True}),
 }
 
 
@@ -167,7 +270,7 @@ class PhoxiCameraNode(Node):
             raise NodeStartupError(str(err)) from None
         cfg = self.config
         factory = SOURCES[cfg.source]
-        self._source = factory(cfg) if factory is not None else None
+        self._source = factory(self, cfg) if factory is not None else None
         self._lost_since_warning = False
         self._timeouts = 0
         self._published = 0
@@ -216,7 +319,8 @@ class PhoxiCameraNode(Node):
             frame_id=values['frame_id'], qos_depth=int(values['qos_depth']),
             qos_reliability=values['qos_reliability'],
             reconnect_period_s=float(values['reconnect_period_s']),
-            timeout_s=float(values['timeout_s']), camera=camera)
+            timeout_s=float(values['timeout_s']), camera=camera,
+            sim_capture_service=values['sim_capture_service'], sim_noise=bool(values['sim_noise']))
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -236,6 +340,8 @@ class PhoxiCameraNode(Node):
                 self._lost_since_warning = True
             return False
         device = getattr(self._source, 'device', None)
+        if device is None and hasattr(self._source, 'describe'):
+            device = self._source
         self.get_logger().info(
             f'camera open: {device.describe() if device is not None else self.config.source}, '
             f'trigger={self.config.trigger}')
@@ -271,6 +377,8 @@ class PhoxiCameraNode(Node):
         with self._lock:
             if self._source is None:
                 return False, "source is 'none': no camera configured"
+            if not self._source.is_open and getattr(self._source, 'open_on_demand', False):
+                self._connect()  # cheap for such sources: no need to wait for the timer
             if not self._source.is_open:
                 return False, 'camera not connected; reconnecting'
             try:

@@ -13,8 +13,9 @@ from gpr_ros.core.baselines.antipodal import detect_antipodal
 from gpr_ros.core.clutter.errors import PolicyUnavailableError
 from gpr_ros.core.clutter.metrics import rate, wilson_interval
 from gpr_ros.core.clutter.policies import PolicyContext, make_policy
-from gpr_ros.core.clutter.protocol import ClutterConfig, ProtocolConfig, run_trial
+from gpr_ros.core.clutter.protocol import ClutterConfig, ProtocolConfig
 from gpr_ros.core.clutter.runner import AttemptLog, run_benchmark, summarize
+from gpr_ros.core.clutter.session import run_trial
 from gpr_ros.core.sim.camera import CameraConfig, NoiseConfig
 from gpr_ros.core.sim.world import SceneConfig, SceneObjectSpec
 

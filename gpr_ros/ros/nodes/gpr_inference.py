@@ -1,0 +1,465 @@
+"""GPR inference node: grasps for the clouds on ``cloud`` and on request.
+
+Topics and services (relative names; remap or namespace them):
+
+- ``cloud`` (``sensor_msgs/PointCloud2``, depth ``qos_depth``): the latest cloud is kept for
+  ``detect_grasps``; with ``detect_on_topic`` every cloud is also queued for detection.
+  ``cloud_reliability='best_effort'`` (sensor-data QoS, the default) matches best-effort and
+  reliable publishers, but a best-effort connection loses large clouds: over Fast DDS on
+  localhost 16,384-point clouds (196 kB) all arrive, 61,504-point ones (738 kB) mostly do not.
+  With a camera that publishes reliably (``phoxi_camera`` in software-trigger mode) set
+  ``'reliable'``; it does not match best-effort publishers.
+- ``grasps`` (``gpr_msgs/GraspArray``, reliable, depth ``grasps_qos_depth``): every detection
+  result (topic clouds and service requests), best first, stamped with the cloud's stamp, in
+  ``output_frame`` (or the cloud's frame).
+- ``grasp_markers`` (``visualization_msgs/MarkerArray``, reliable): gripper wireframes of the
+  published grasps coloured by score, when ``publish_markers``.
+- ``detect_grasps`` (``gpr_msgs/srv/DetectGrasps``): detect in the request's cloud, or in the
+  latest topic cloud when the request's cloud is empty (``NO_CLOUD`` when none was received).
+
+Threads: detection runs in one worker thread that owns the model. Topic clouds wait in a
+bounded queue of ``queue_size``; when it is full the oldest pending cloud is dropped (with a
+throttled warning), so the subscription callback never blocks. Service requests go first;
+each service callback (a reentrant callback group of its own) waits at most ``timeout_s`` and
+answers ``TIMEOUT``, or ``BUSY`` at once when ``queue_size`` requests are already pending, so
+no executor thread ever waits unboundedly. The executor has enough threads that waiting service
+callbacks cannot starve the subscription.
+
+Every parameter is read once at start-up (they are read-only); invalid values and a model
+that does not load are logged and the process exits with code 2. The detection itself is
+:class:`gpr_ros.ros.detection.DetectionPipeline`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+import math
+import sys
+import threading
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import ParameterException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from gpr_msgs.msg import GraspArray
+from gpr_msgs.srv import DetectGrasps
+from gpr_ros.core.errors import ConfigError
+from gpr_ros.ros.detection import (
+    MAX_GRASPS_LIMIT,
+    DetectionConfig,
+    DetectionError,
+    DetectionPipeline,
+)
+from gpr_ros.ros.runtime import run_node
+
+EXIT_INVALID_PARAMETERS = 2
+#: Largest ``queue_size``; the executor gets this many threads plus two, so that service
+#: callbacks waiting on pending requests can never take the subscription's thread.
+MAX_QUEUE_SIZE = 16
+EXECUTOR_THREADS = MAX_QUEUE_SIZE + 2
+RELIABILITIES = ('best_effort', 'reliable')
+#: Seconds the worker thread gets to finish its current detection at shutdown.
+SHUTDOWN_JOIN_S = 10.0
+
+
+class NodeStartupError(RuntimeError):
+    """The node cannot start (already logged); :func:`main` exits with code 2."""
+
+
+@dataclass(frozen=True)
+class InferenceNodeConfig:
+    """Validated node parameters; the detection's own settings are in ``detection``.
+
+    :ivar detection: the pipeline configuration.
+    :ivar queue_size: pending topic clouds, and pending service requests, 1 ..
+        :data:`MAX_QUEUE_SIZE`.
+    :ivar qos_depth: history depth of the cloud subscription.
+    :ivar cloud_reliability: ``'best_effort'`` or ``'reliable'`` cloud subscription.
+    :ivar grasps_qos_depth: history depth of the grasp and marker publishers.
+    :ivar timeout_s: a service request waits at most this long for its detection, s.
+    :ivar publish_markers: publish ``grasp_markers``.
+    :ivar detect_on_topic: detect grasps in every cloud received on ``cloud``.
+    :raises ConfigError: on an invalid value.
+    """
+
+    detection: DetectionConfig
+    queue_size: int = 2
+    qos_depth: int = 1
+    cloud_reliability: str = 'best_effort'
+    grasps_qos_depth: int = 10
+    timeout_s: float = 10.0
+    publish_markers: bool = True
+    detect_on_topic: bool = True
+
+    def __post_init__(self) -> None:
+        """Check the node settings (the detection config checked itself)."""
+        if not 1 <= self.queue_size <= MAX_QUEUE_SIZE:
+            raise ConfigError(
+                f'queue_size is {self.queue_size}; expected an integer in [1, {MAX_QUEUE_SIZE}]')
+        if self.cloud_reliability not in RELIABILITIES:
+            raise ConfigError(f'cloud_reliability is {self.cloud_reliability!r}; expected '
+                              f'{" or ".join(map(repr, RELIABILITIES))}')
+        for name in ('qos_depth', 'grasps_qos_depth'):
+            if getattr(self, name) < 1:
+                raise ConfigError(f'{name} is {getattr(self, name)}; expected >= 1')
+        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise ConfigError(f'timeout_s is {self.timeout_s}; expected a finite value > 0')
+
+
+@dataclass(eq=False)
+class DetectionJob:
+    """One service request waiting for the worker.
+
+    :ivar cloud: the cloud to detect in.
+    :ivar max_grasps: requested maximum (0: the node's default).
+    :ivar min_score: requested threshold (0: the node's default).
+    """
+
+    cloud: PointCloud2
+    max_grasps: int = 0
+    min_score: float = 0.0
+    done: threading.Event = field(default_factory=threading.Event)
+    result: GraspArray | None = None
+    error: DetectionError | None = None
+
+
+class WorkQueue:
+    """Pending detections for one worker: service requests first, then topic clouds.
+
+    Topic clouds: at most ``size`` pending, the oldest dropped when a new one arrives.
+    Service requests: at most ``size`` pending or running; more are refused.
+    """
+
+    def __init__(self, size: int) -> None:
+        """Create an empty queue.
+
+        :param size: capacity of each lane, >= 1.
+        """
+        self.size = size
+        self._cond = threading.Condition()
+        self._clouds: deque[PointCloud2] = deque()
+        self._jobs: deque[DetectionJob] = deque()
+        self._jobs_open = 0  # queued or running
+        self._closed = False
+
+    def put_cloud(self, cloud: PointCloud2) -> PointCloud2 | None:
+        """Queue a topic cloud.
+
+        :param cloud: the cloud.
+        :return: the oldest pending cloud when it was dropped to make room, else None.
+        """
+        with self._cond:
+            dropped = self._clouds.popleft() if len(self._clouds) >= self.size else None
+            self._clouds.append(cloud)
+            self._cond.notify()
+            return dropped
+
+    def put_job(self, job: DetectionJob) -> bool:
+        """Queue a service request.
+
+        :param job: the request.
+        :return: False (not queued) when ``size`` requests are pending or running, or the
+            queue is closed.
+        """
+        with self._cond:
+            if self._closed or self._jobs_open >= self.size:
+                return False
+            self._jobs.append(job)
+            self._jobs_open += 1
+            self._cond.notify()
+            return True
+
+    def get(self) -> DetectionJob | PointCloud2 | None:
+        """Wait for the next item (requests first); None once the queue is closed."""
+        with self._cond:
+            while not self._closed and not self._jobs and not self._clouds:
+                self._cond.wait()
+            if self._closed:
+                return None
+            return self._jobs.popleft() if self._jobs else self._clouds.popleft()
+
+    def finish(self, job: DetectionJob) -> None:
+        """Mark a request taken by :meth:`get` as finished (frees its place)."""
+        with self._cond:
+            self._jobs_open -= 1
+
+    def withdraw(self, job: DetectionJob) -> bool:
+        """Remove a request that has not started (its caller gave up).
+
+        :return: True when it was still queued; False when it is running or done.
+        """
+        with self._cond:
+            try:
+                self._jobs.remove(job)
+            except ValueError:
+                return False
+            self._jobs_open -= 1
+            return True
+
+    def close(self) -> list[DetectionJob]:
+        """Stop :meth:`get` and return the requests that never started."""
+        with self._cond:
+            self._closed = True
+            pending = list(self._jobs)
+            self._jobs_open -= len(pending)
+            self._jobs.clear()
+            self._clouds.clear()
+            self._cond.notify_all()
+            return pending
+
+    @property
+    def pending_clouds(self) -> int:
+        """Topic clouds waiting."""
+        with self._cond:
+            return len(self._clouds)
+
+
+def _floats(lo: float, hi: float) -> dict[str, Any]:
+    return {'floating_point_range': [FloatingPointRange(from_value=lo, to_value=hi, step=0.0)]}
+
+
+def _ints(lo: int, hi: int) -> dict[str, Any]:
+    return {'integer_range': [IntegerRange(from_value=lo, to_value=hi, step=1)]}
+
+
+#: name -> (default, description, extra descriptor fields). Every parameter is read once, so
+#: every one is read-only. ``Parameter.Type`` defaults are optional arrays (unset: empty).
+PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
+    'model_path': ('', "GPR checkpoint (.pt); '' = the shipped models/gpr_default.pt", {}),
+    'device': ('cpu', "torch device: 'cpu', 'cuda' or 'cuda:N'", {}),
+    'stage': (2, '2: refined grasps (GPR); 1: stage-1 proposals only', _ints(1, 2)),
+    'max_grasps': (20, 'grasps returned per cloud (service requests may ask for another '
+                   'number)', _ints(1, MAX_GRASPS_LIMIT)),
+    'min_score': (0.0, 'drop grasps scoring below this (requests may raise it)',
+                  _floats(0.0, 1.0)),
+    'min_points': (100, 'clouds with fewer finite points are rejected (TOO_FEW_POINTS)',
+                   _ints(1, 100_000_000)),
+    'output_frame': ('', "frame of the published grasps; '' = the cloud's frame", {}),
+    'camera_to_output': (Parameter.Type.DOUBLE_ARRAY, 'static pose [x, y, z, qx, qy, qz, qw] '
+                         'of the cloud frame in output_frame (m, unit quaternion); unset or [] '
+                         '= none: clouds must be in output_frame', {}),
+    'cloud_frame': ('', "clouds in another frame are rejected (TRANSFORM_ERROR); '' = any",
+                    {}),
+    'max_width': (0.0, "drop grasps wider than this [m]; 0 = the model gripper's max opening",
+                  _floats(0.0, 1.0)),
+    'threads': (1, 'torch CPU threads', _ints(1, 256)),
+    'seed': (0, 'detector seed (same cloud, same grasps)', _ints(0, 2**31 - 1)),
+    'queue_size': (2, 'pending topic clouds (the oldest is dropped when full) and pending '
+                   'service requests (more are answered BUSY)', _ints(1, MAX_QUEUE_SIZE)),
+    'qos_depth': (1, 'history depth of the cloud subscription', _ints(1, 100)),
+    'cloud_reliability': ('best_effort', "cloud subscription: 'best_effort' (sensor data; "
+                          "matches every publisher, loses large clouds) or 'reliable' (only "
+                          'reliable publishers)', {}),
+    'grasps_qos_depth': (10, 'history depth of the reliable grasps and grasp_markers '
+                         'publishers', _ints(1, 1000)),
+    'timeout_s': (10.0, 'a detect_grasps request waits at most this long, then answers '
+                  'TIMEOUT [s]', _floats(0.01, 3600.0)),
+    'publish_markers': (True, 'publish gripper wireframes on grasp_markers', {}),
+    'detect_on_topic': (True, 'detect grasps in every cloud received on cloud (false: only '
+                        'on detect_grasps requests)', {}),
+}
+
+
+class GprInferenceNode(Node):
+    """Detects grasps in clouds from ``cloud`` and on ``detect_grasps`` requests."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        """Read the parameters, load the model, start the worker.
+
+        :param kwargs: passed to :class:`rclpy.node.Node` (e.g. ``parameter_overrides``).
+        :raises NodeStartupError: on invalid parameters or a model that does not load.
+        """
+        super().__init__('gpr_inference', **kwargs)
+        # rclpy destroys half-built nodes at shutdown: destroy_node needs these even then.
+        self._queue: WorkQueue | None = None
+        self._worker: threading.Thread | None = None
+        try:
+            self.config = self._read_parameters()
+            self.pipeline = DetectionPipeline(self.config.detection)
+        except (ParameterException, ConfigError, DetectionError) as err:
+            what = 'cannot load the model' if isinstance(err, DetectionError) \
+                else 'invalid parameters'
+            self.get_logger().error(f'{what}: {err}')
+            raise NodeStartupError(str(err)) from None
+        cfg = self.config
+        self._latest: PointCloud2 | None = None
+        self._latest_lock = threading.Lock()
+        self._dropped = 0
+        self._detected = 0
+        self._queue = WorkQueue(cfg.queue_size)
+        reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=cfg.grasps_qos_depth,
+                              reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.VOLATILE)
+        self._grasp_pub = self.create_publisher(GraspArray, 'grasps', reliable)
+        self._marker_pub = (self.create_publisher(MarkerArray, 'grasp_markers', reliable)
+                            if cfg.publish_markers else None)
+        sensor = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=cfg.qos_depth,
+                            reliability=ReliabilityPolicy.RELIABLE
+                            if cfg.cloud_reliability == 'reliable'
+                            else ReliabilityPolicy.BEST_EFFORT,
+                            durability=DurabilityPolicy.VOLATILE)
+        self.create_subscription(PointCloud2, 'cloud', self._on_cloud, sensor,
+                                 callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_service(DetectGrasps, 'detect_grasps', self._on_detect,
+                            callback_group=ReentrantCallbackGroup())
+        self._worker = threading.Thread(target=self._work, name='gpr_inference_worker')
+        self._worker.start()
+        det = cfg.detection
+        self.get_logger().info(
+            f'model {self.pipeline.model_path} on {det.device} (stage {det.stage}, '
+            f'{det.threads} thread(s)); grasps in '
+            f"{det.output_frame or 'the cloud frame'}; detect_on_topic={cfg.detect_on_topic}")
+
+    # --- parameters ---------------------------------------------------------------------------
+
+    def _read_parameters(self) -> InferenceNodeConfig:
+        values: dict[str, Any] = {}
+        for name, (default, description, extra) in PARAMETERS.items():
+            param = self.declare_parameter(
+                name, default, ParameterDescriptor(name=name, description=description,
+                                                   read_only=True, **extra))
+            values[name] = param.value
+        detection = DetectionConfig(
+            model_path=values['model_path'], device=values['device'], stage=values['stage'],
+            max_grasps=values['max_grasps'], min_score=float(values['min_score']),
+            min_points=values['min_points'], output_frame=values['output_frame'],
+            camera_to_output=tuple(values['camera_to_output'] or ()),
+            max_width=float(values['max_width']), threads=values['threads'],
+            seed=values['seed'], cloud_frame=values['cloud_frame'])
+        return InferenceNodeConfig(
+            detection=detection, queue_size=values['queue_size'],
+            qos_depth=values['qos_depth'], cloud_reliability=values['cloud_reliability'],
+            grasps_qos_depth=values['grasps_qos_depth'],
+            timeout_s=float(values['timeout_s']),
+            publish_markers=bool(values['publish_markers']),
+            detect_on_topic=bool(values['detect_on_topic']))
+
+    # --- callbacks (never block) --------------------------------------------------------------
+
+    def _on_cloud(self, msg: PointCloud2) -> None:
+        with self._latest_lock:
+            self._latest = msg
+        if not self.config.detect_on_topic or self._queue is None:
+            return
+        dropped = self._queue.put_cloud(msg)
+        if dropped is not None:
+            self._dropped += 1
+            stamp = dropped.header.stamp
+            self.get_logger().warning(
+                f'detection queue full ({self._queue.size}): dropped the oldest pending cloud '
+                f'(stamp {stamp.sec}.{stamp.nanosec:09d}); {self._dropped} dropped so far',
+                throttle_duration_sec=5.0)
+
+    def _on_detect(self, request: DetectGrasps.Request,
+                   response: DetectGrasps.Response) -> DetectGrasps.Response:
+        cloud = request.cloud
+        if cloud.width * cloud.height == 0:
+            with self._latest_lock:
+                latest = self._latest
+            if latest is None:
+                return _fail(response, DetectGrasps.Response.NO_CLOUD,
+                             'the request has no cloud and none was received on '
+                             f'{self.resolve_topic_name("cloud")} yet')
+            cloud = latest
+        job = DetectionJob(cloud, int(request.max_grasps), float(request.min_score))
+        assert self._queue is not None
+        if not self._queue.put_job(job):
+            return _fail(response, DetectGrasps.Response.BUSY,
+                         f'{self._queue.size} detection request(s) already pending; try '
+                         'again later')
+        timeout = self.config.timeout_s
+        if not job.done.wait(timeout) and (self._queue.withdraw(job) or not job.done.is_set()):
+            return _fail(response, DetectGrasps.Response.TIMEOUT,
+                         f'detection did not finish within timeout_s = {timeout:g} s')
+        if job.error is not None:
+            return _fail(response, job.error.code, str(job.error))
+        assert job.result is not None
+        response.success = True
+        response.error_code = DetectGrasps.Response.NONE
+        response.message = ''
+        response.grasps = job.result
+        return response
+
+    # --- the worker ---------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        assert self._queue is not None
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, DetectionJob):
+                try:
+                    item.result = self._detect(item.cloud, item.max_grasps, item.min_score)
+                except DetectionError as err:
+                    item.error = err
+                except Exception as err:  # noqa: BLE001 - the worker must survive anything
+                    item.error = DetectionError(DetectGrasps.Response.UNKNOWN,
+                                                f'unexpected {type(err).__name__}: {err}')
+                    self.get_logger().error(f'detection failed: {item.error}')
+                finally:
+                    self._queue.finish(item)
+                    item.done.set()
+            else:
+                try:
+                    self._detect(item)
+                except DetectionError as err:
+                    self.get_logger().warning(
+                        f'no grasps for the cloud on {self.resolve_topic_name("cloud")}: '
+                        f'{err.name}: {err}', throttle_duration_sec=5.0)
+                except Exception as err:  # noqa: BLE001 - the worker must survive anything
+                    self.get_logger().error(
+                        f'detection failed: unexpected {type(err).__name__}: {err}',
+                        throttle_duration_sec=5.0)
+
+    def _detect(self, cloud: PointCloud2, max_grasps: int = 0,
+                min_score: float = 0.0) -> GraspArray:
+        """Run the pipeline and publish its result (worker thread only)."""
+        grasps = self.pipeline.detect(cloud, max_grasps, min_score)
+        if not self.context.ok():  # shutting down: nobody is listening any more
+            return grasps
+        self._grasp_pub.publish(grasps)
+        if self._marker_pub is not None:
+            self._marker_pub.publish(self.pipeline.markers(grasps))
+        self._detected += 1
+        timing = grasps.timing
+        self.get_logger().info(
+            f'{len(grasps.grasps)} grasps from {timing.num_input_points} points in '
+            f'{timing.total * 1000:.0f} ms; {self._detected} clouds so far',
+            throttle_duration_sec=10.0)
+        return grasps
+
+    def destroy_node(self) -> None:
+        """Stop the worker (letting a running detection finish) and destroy the node."""
+        if self._queue is not None:
+            for job in self._queue.close():
+                job.error = DetectionError(DetectGrasps.Response.UNKNOWN,
+                                           'the node is shutting down')
+                job.done.set()
+        if self._worker is not None:
+            self._worker.join(timeout=SHUTDOWN_JOIN_S)
+        super().destroy_node()
+
+
+def _fail(response: DetectGrasps.Response, code: int, message: str) -> DetectGrasps.Response:
+    response.success = False
+    response.error_code = code
+    response.message = message
+    return response
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Run the inference node; exit code 2 on invalid parameters or an unloadable model."""
+    try:
+        return run_node(GprInferenceNode, args, num_threads=EXECUTOR_THREADS)
+    except NodeStartupError:
+        return EXIT_INVALID_PARAMETERS
+
+
+if __name__ == '__main__':
+    sys.exit(main())
