@@ -15,7 +15,7 @@ setup:  ## create .venv, install pinned deps, build gpr_msgs, write env.sh (idem
 test: setup  ## run the test suite (core, conversions, ROS over DDS on localhost)
 	@ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(PY) -m pytest $(PYTEST_ARGS)
 
-demo: setup  ## run the main job (the simulated clutter-removal demo; a ROS smoke demo for now)
+demo: setup  ## run the main job: the simulated clutter removal, every node its own process over DDS
 	@ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VENV)/bin/gpr-ros demo
 
 bench: setup  ## print timings (benchmarks, not tests)

@@ -28,6 +28,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="camera source: 'genicam', 'bag', 'sim' or 'none'"),
         DeclareLaunchArgument('cti_path', default_value='',
                               description="GenTL producer (.cti); '' = genicam's simulator"),
+        DeclareLaunchArgument('bag_path', default_value='',
+                              description="source:=bag: the rosbag2 folder or file to play"),
         DeclareLaunchArgument('device', default_value='cpu',
                               description="inference device: 'cpu' or 'cuda'"),
         DeclareLaunchArgument('model_path', default_value='',
@@ -35,7 +37,8 @@ def generate_launch_description() -> LaunchDescription:
     ]
     nodes = [
         launch_node(CAMERA, {'source': LaunchConfiguration('source'),
-                             'cti_path': LaunchConfiguration('cti_path')}),
+                             'cti_path': LaunchConfiguration('cti_path'),
+                             'bag_path': LaunchConfiguration('bag_path')}),
         launch_node(INFERENCE, {'device': LaunchConfiguration('device'),
                                 'model_path': LaunchConfiguration('model_path')}),
     ]
