@@ -4,10 +4,34 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 import sys
+from typing import Any, TypeVar
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+
+EXIT_INVALID_PARAMETERS = 2
+
+_Response = TypeVar('_Response')
+
+
+class NodeStartupError(RuntimeError):
+    """A node cannot start (the reason is already logged); its ``main`` exits non-zero."""
+
+
+def fail_response(response: _Response, code: int, message: str) -> _Response:
+    """Fill a nav2-style response (``success``, ``error_code``, ``message``) as a failure.
+
+    :param response: the service response.
+    :param code: one of the response's error-code constants.
+    :param message: what went wrong, for humans.
+    :return: ``response``.
+    """
+    resp: Any = response
+    resp.success = False
+    resp.error_code = code
+    resp.message = message
+    return response
 
 
 def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None,

@@ -42,7 +42,7 @@ from gpr_ros.ros.conversions import (
     xyz_to_cloud,
 )
 from gpr_ros.ros.errors import CloudFormatError, GraspMessageError
-from gpr_ros.ros.runtime import run_node
+from gpr_ros.ros.runtime import fail_response, run_node
 
 MIN_POINTS = 10
 _STAGES = [(ExecuteGrasp.Feedback.STAGE_PLANNING, 'planning'),
@@ -79,15 +79,15 @@ class SmokeServer(Node):
         cloud = request.cloud
         if cloud.width * cloud.height == 0:
             if self._latest is None:
-                return _fail(response, DetectGrasps.Response.NO_CLOUD,
+                return fail_response(response, DetectGrasps.Response.NO_CLOUD,
                              'the request has no cloud and none was received on the topic')
             cloud = self._latest
         try:
             points = cloud_to_xyz(cloud)
         except CloudFormatError as err:
-            return _fail(response, DetectGrasps.Response.INVALID_CLOUD, str(err))
+            return fail_response(response, DetectGrasps.Response.INVALID_CLOUD, str(err))
         if len(points) < MIN_POINTS:
-            return _fail(response, DetectGrasps.Response.TOO_FEW_POINTS,
+            return fail_response(response, DetectGrasps.Response.TOO_FEW_POINTS,
                          f'{len(points)} valid points; need at least {MIN_POINTS}')
         grasps = detect_topdown(points, max_grasps=request.max_grasps or 10,
                                 gripper=self.gripper)
@@ -129,12 +129,6 @@ class SmokeServer(Node):
         result.message = 'dry run: goal valid, all stages passed'
         return result
 
-
-def _fail(response: DetectGrasps.Response, code: int, message: str) -> DetectGrasps.Response:
-    response.success = False
-    response.error_code = code
-    response.message = message
-    return response
 
 
 def _abort(handle: ServerGoalHandle, result: ExecuteGrasp.Result, code: int,

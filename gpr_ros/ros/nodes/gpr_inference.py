@@ -58,7 +58,7 @@ from gpr_ros.ros.detection import (
     DetectionError,
     DetectionPipeline,
 )
-from gpr_ros.ros.runtime import run_node
+from gpr_ros.ros.runtime import NodeStartupError, fail_response, run_node
 
 EXIT_INVALID_PARAMETERS = 2
 #: Largest ``queue_size``; the executor gets this many threads plus two, so that service
@@ -69,9 +69,6 @@ RELIABILITIES = ('best_effort', 'reliable')
 #: Seconds the worker thread gets to finish its current detection at shutdown.
 SHUTDOWN_JOIN_S = 10.0
 
-
-class NodeStartupError(RuntimeError):
-    """The node cannot start (already logged); :func:`main` exits with code 2."""
 
 
 @dataclass(frozen=True)
@@ -365,22 +362,22 @@ class GprInferenceNode(Node):
             with self._latest_lock:
                 latest = self._latest
             if latest is None:
-                return _fail(response, DetectGrasps.Response.NO_CLOUD,
+                return fail_response(response, DetectGrasps.Response.NO_CLOUD,
                              'the request has no cloud and none was received on '
                              f'{self.resolve_topic_name("cloud")} yet')
             cloud = latest
         job = DetectionJob(cloud, int(request.max_grasps), float(request.min_score))
         assert self._queue is not None
         if not self._queue.put_job(job):
-            return _fail(response, DetectGrasps.Response.BUSY,
+            return fail_response(response, DetectGrasps.Response.BUSY,
                          f'{self._queue.size} detection request(s) already pending; try '
                          'again later')
         timeout = self.config.timeout_s
         if not job.done.wait(timeout) and (self._queue.withdraw(job) or not job.done.is_set()):
-            return _fail(response, DetectGrasps.Response.TIMEOUT,
+            return fail_response(response, DetectGrasps.Response.TIMEOUT,
                          f'detection did not finish within timeout_s = {timeout:g} s')
         if job.error is not None:
-            return _fail(response, job.error.code, str(job.error))
+            return fail_response(response, job.error.code, str(job.error))
         assert job.result is not None
         response.success = True
         response.error_code = DetectGrasps.Response.NONE
@@ -445,12 +442,6 @@ class GprInferenceNode(Node):
             self._worker.join(timeout=SHUTDOWN_JOIN_S)
         super().destroy_node()
 
-
-def _fail(response: DetectGrasps.Response, code: int, message: str) -> DetectGrasps.Response:
-    response.success = False
-    response.error_code = code
-    response.message = message
-    return response
 
 
 def main(args: Sequence[str] | None = None) -> int:

@@ -92,7 +92,7 @@ from gpr_ros.ros.bag_source import BagFrameSource, EndOfBagError
 from gpr_ros.ros.bags import POINTCLOUD2, BagError, BagReader
 from gpr_ros.ros.conversions import cloud_to_xyz, xyz_to_cloud
 from gpr_ros.ros.errors import CloudFormatError
-from gpr_ros.ros.runtime import run_node
+from gpr_ros.ros.runtime import NodeStartupError, run_node
 
 #: source name -> factory from the node and its config (None: no camera).
 SOURCES: dict[str, Callable[[Node, CameraNodeConfig], FrameSource] | None] = {}
@@ -107,9 +107,6 @@ BAG_POLL_PERIOD_S = 0.01
 EXIT_INVALID_PARAMETERS = 2
 NANOSECONDS = 1_000_000_000
 
-
-class NodeStartupError(RuntimeError):
-    """The node cannot start (already logged); :func:`main` exits non-zero."""
 
 
 class CaptureStatus(enum.Enum):

@@ -79,14 +79,11 @@ from gpr_ros.ros.conversions import (
     xyz_to_cloud,
 )
 from gpr_ros.ros.errors import GraspMessageError
-from gpr_ros.ros.runtime import run_node
+from gpr_ros.ros.runtime import NodeStartupError, fail_response, run_node
 
 EXIT_INVALID_PARAMETERS = 2
 UNITS = ('m', 'cm', 'mm')
 
-
-class NodeStartupError(RuntimeError):
-    """The node cannot start (already logged); :func:`main` exits non-zero."""
 
 
 @dataclass(frozen=True)
@@ -253,14 +250,14 @@ class SimWorldNode(Node):
         try:
             protocol = ProtocolConfig.named(protocol_name)
         except ConfigError as err:
-            return _fail(response, codes.UNKNOWN, str(err))
+            return fail_response(response, codes.UNKNOWN, str(err))
         if request.num_objects > 0:
             protocol = _with_count(protocol, int(request.num_objects))
         try:
             pool = self._pool(object_set)
             subset = select_subset(pool, protocol, int(request.seed))
         except (GprError, OSError) as err:
-            return _fail(response, codes.INVALID_OBJECT_SET,
+            return fail_response(response, codes.INVALID_OBJECT_SET,
                          f'object set {object_set!r}: {err}')
         world = TrialWorld(replace(self._clutter, protocol=protocol))
         t0 = time.perf_counter()
@@ -271,7 +268,7 @@ class SimWorldNode(Node):
             message = (f'pouring trial {request.trial} of seed {request.seed} failed: {err}; '
                        'no scene until the next successful reset')
             self.get_logger().error(message)
-            return _fail(response, codes.SIMULATION_ERROR, message)
+            return fail_response(response, codes.SIMULATION_ERROR, message)
         self._world = world
         self._protocol_name, self._object_set = protocol_name, object_set
         response.scene = self._scene(world)
@@ -289,11 +286,11 @@ class SimWorldNode(Node):
         codes = SimCaptureCloud.Response
         world = self._world
         if world is None:
-            return _fail(response, codes.NO_SCENE, 'no scene yet: call reset first')
+            return fail_response(response, codes.NO_SCENE, 'no scene yet: call reset first')
         try:
             obs = world.observe(noise=bool(request.noise))
         except SimulationError as err:
-            return _fail(response, codes.UNKNOWN, f'rendering failed: {err}')
+            return fail_response(response, codes.UNKNOWN, f'rendering failed: {err}')
         response.cloud = xyz_to_cloud(obs.points, frame_id=self.config.camera_frame,
                                       stamp=self.get_clock().now().to_msg())
         response.success = True
@@ -308,22 +305,22 @@ class SimWorldNode(Node):
         response.object_id = -1
         world = self._world
         if world is None:
-            return _fail(response, codes.NO_SCENE, 'no scene yet: call reset first')
+            return fail_response(response, codes.NO_SCENE, 'no scene yet: call reset first')
         frame = request.header.frame_id
         if frame not in (self.config.world_frame, self.config.camera_frame):
-            return _fail(response, codes.TRANSFORM_ERROR,
+            return fail_response(response, codes.TRANSFORM_ERROR,
                          f'grasp frame {frame!r} is unknown; expected '
                          f'{self.config.world_frame!r} or {self.config.camera_frame!r}')
         try:
             grasp = msgs_to_grasps([request.grasp])
         except GraspMessageError as err:
-            return _fail(response, codes.UNKNOWN, f'invalid grasp: {err}')
+            return fail_response(response, codes.UNKNOWN, f'invalid grasp: {err}')
         if frame == self.config.camera_frame:
             grasp = grasp.transformed(self._T_world_camera)
         try:
             result = world.execute(grasp)
         except SimulationError as err:
-            return _fail(response, codes.UNKNOWN, f'simulation failed: {err}')
+            return fail_response(response, codes.UNKNOWN, f'simulation failed: {err}')
         scene = self._scene(world)
         reply: SimExecuteGrasp.Response = attempt_to_sim_response(
             result, executed=executed(result), scene=scene)
@@ -332,12 +329,6 @@ class SimWorldNode(Node):
             f'({result.message})' if reply.executed else f'refused: {result.message}')
         return reply
 
-
-def _fail(response: Any, code: int, message: str) -> Any:
-    response.success = False
-    response.error_code = code
-    response.message = message
-    return response
 
 
 def main(args: Sequence[str] | None = None) -> int:

@@ -65,7 +65,7 @@ from gpr_ros.core.errors import ConfigError
 from gpr_ros.ros.conversions import msgs_to_grasps
 from gpr_ros.ros.errors import GraspMessageError
 from gpr_ros.ros.moveit_backend import MoveItSettings
-from gpr_ros.ros.runtime import run_node
+from gpr_ros.ros.runtime import NodeStartupError, run_node
 
 BACKENDS = ('sim', 'moveit')
 EXIT_STARTUP_FAILED = 2
@@ -84,9 +84,6 @@ SIM_TO_RESULT: dict[int, int] = {
 Feedback = Callable[[int, str, float], None]
 CancelCheck = Callable[[], bool]
 
-
-class NodeStartupError(RuntimeError):
-    """The node cannot start (already logged); :func:`main` exits non-zero."""
 
 
 class GoalError(ValueError):
