@@ -178,7 +178,7 @@ PARAMETERS: dict[str, tuple[str, dict[str, Any]]] = {
     'seed': ('run seed: same seed, same scenes (sim)', {'integer_range': _ints(0, 2**31 - 1)}),
     'num_trials': ('trials to run', {'integer_range': _ints(1, 100000)}),
     'results_dir': ('folder of attempts.jsonl (appended as attempts happen) and the result '
-                    'tables; a restart resumes from it', {}),
+                    'tables (required); a restart resumes from it', {}),
     'max_grasps': ('grasps requested per detection (tried best first)',
                    {'integer_range': _ints(1, 1000)}),
     'min_points': ('clouds with fewer finite points count as an empty view (no grasp)',
@@ -245,6 +245,7 @@ class ClutterRemovalSupervisor(Node):
         self._start_requests: list[StartTrial.Request] = []
         self._running = False
         self._next_trial = 0
+        self._book: TrialBook | None = None  # the last trial run by this process
         if cfg.mode == 'sim':
             self._reset = self.create_client(SimResetScene, cfg.world_reset_service,
                                              callback_group=group)
@@ -262,6 +263,7 @@ class ClutterRemovalSupervisor(Node):
 
     def _read_parameters(self) -> SupervisorConfig:
         defaults = asdict(SupervisorConfig(results_dir='-'))
+        defaults['results_dir'] = ''  # required: SupervisorConfig rejects an unset folder
         values: dict[str, Any] = {}
         for name, (description, extra) in PARAMETERS.items():
             default = defaults[name]
@@ -351,18 +353,20 @@ class ClutterRemovalSupervisor(Node):
 
     def _open_log(self) -> list[dict[str, Any]]:
         self.results_dir.mkdir(parents=True, exist_ok=True)
+        header = self._header()
+        old = next((r for r in self.log.read() if r.get('type') == 'header'), None)
+        if old is not None:
+            # Checked before repair(): the log of another configuration must stay untouched.
+            for key in ('mode', 'protocol', 'seed', 'object_set', 'policy'):
+                if old.get(key) != header[key]:
+                    raise ResultsLogError(
+                        f'{self.log.path} holds results with {key}={old.get(key)!r}, not '
+                        f'{header[key]!r}; use another results_dir')
         self.log.repair()
         records = self.log.read()
-        header = self._header()
-        old = next((r for r in records if r.get('type') == 'header'), None)
-        if old is None:
+        if not any(r.get('type') == 'header' for r in records):
             self.log.append(header)
             return []
-        for key in ('mode', 'protocol', 'seed', 'object_set', 'policy'):
-            if old.get(key) != header[key]:
-                raise ResultsLogError(
-                    f'{self.log.path} holds results with {key}={old.get(key)!r}, not '
-                    f'{header[key]!r}; use another results_dir')
         return records
 
     def _run(self) -> None:
@@ -400,7 +404,7 @@ class ClutterRemovalSupervisor(Node):
         self._state = ClutterRemovalProgress.STATE_FINISHED
         summary = summarize(self.log.read())
         write_reports(self.results_dir, summary)
-        self._publish(None, None, message='run finished')
+        self._publish(self._book, None, message='run finished')
         pol = summary['policies'].get(cfg.policy, {})
         self.get_logger().info(
             f"finished {cfg.num_trials} trial(s): SR {pol.get('successes', 0)}/"
@@ -480,6 +484,9 @@ class ClutterRemovalSupervisor(Node):
         self.log.append(end)
         self._add_totals(end)
         write_reports(self.results_dir, summarize(self.log.read()))
+        # ClutterRemovalProgress: a trial's last message has state FINISHED or ABORTED.
+        self._state = (ClutterRemovalProgress.STATE_ABORTED if reason == 'error'
+                       else ClutterRemovalProgress.STATE_FINISHED)
         self._publish(book, None, message=f'trial {trial} ended: {reason}')
         self.get_logger().info(
             f'trial {trial} ended ({reason}): {book.successes}/{book.attempts} successes, '
@@ -516,6 +523,7 @@ class ClutterRemovalSupervisor(Node):
                         raise _StopRequested()
                     self._start_lock.wait(0.2)
                 request = self._start_requests.pop(0)
+                self._running = True  # a second ~/start_trial from now on: ALREADY_RUNNING
             total = int(request.objects_total) or self.protocol.objects_per_trial
             return {'objects': [], 'poured': total, 'objects_total': total,
                     'note': request.note}
