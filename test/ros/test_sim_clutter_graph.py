@@ -105,3 +105,15 @@ def test_killed_supervisor_resumes_without_losing_attempts(tmp_path: Path,
     ends, outcomes = _trials(log)
     assert len(ends) == 1
     _check_equal(ends[0], outcomes[ends[0]['segment']], in_process)
+
+
+def test_demo_fails_when_a_node_dies(tmp_path: Path) -> None:
+    from gpr_ros.ros.demo import DemoError
+
+    config = DemoConfig(out=tmp_path, params_file=PARAMS, trials=1, seed=SEED, timeout=60.0,
+                        extra={'gpr_inference': {'model_path': str(tmp_path / 'missing.pt')}})
+    started = time.monotonic()
+    with pytest.raises(DemoError, match="node 'gpr_inference' exited with code 2"):
+        run_demo(config, out=io.StringIO())
+    assert time.monotonic() - started < 60
+    assert 'missing.pt' in (tmp_path / 'logs' / 'gpr_inference.log').read_text()
