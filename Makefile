@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup test demo bench lint typecheck clean
+.PHONY: help setup test demo model bench lint typecheck clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -17,6 +17,9 @@ test: setup  ## run the test suite (core, conversions, ROS over DDS on localhost
 
 demo: setup  ## run the main job: the simulated clutter removal, every node its own process over DDS
 	@ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VENV)/bin/gpr-ros demo
+
+model: setup  ## reproduce models/gpr_default.pt from scratch (datasets, training, evaluation; ~3 h on 2 cores)
+	@bash scripts/train_default.sh
 
 bench: setup  ## print timings (benchmarks, not tests)
 	@$(PY) -m gpr_ros.bench
