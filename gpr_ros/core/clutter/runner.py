@@ -303,7 +303,9 @@ def summarize(records: Iterable[dict[str, Any]], bootstrap_seed: int = 0) -> dic
                 failures[rec["outcome"]] += 1
         executed = [a for a in attempt_recs if a.get("counted")]
         wall = [float(a.get("wall_time", 0.0)) for a in executed]
-        sim = [float(a.get("sim_time", 0.0)) for a in executed]
+        # Over ROS the simulated time is not reported: n/a rather than 0.
+        sim = [float(a["sim_time"]) for a in executed if "sim_time" in a]
+        sim_wall = [float(a.get("wall_time", 0.0)) for a in executed if "sim_time" in a]
         policy_time = [float(a.get("policy_time", 0.0)) for a in attempt_recs]
         policies[name] = {
             "trials": len(trials), "attempts": attempts, "successes": successes,
@@ -317,11 +319,15 @@ def summarize(records: Iterable[dict[str, Any]], bootstrap_seed: int = 0) -> dic
             "mean_attempt_wall_time": float(np.mean(wall)) if wall else math.nan,
             "mean_attempt_sim_time": float(np.mean(sim)) if sim else math.nan,
             "mean_policy_time": float(np.mean(policy_time)) if policy_time else math.nan,
-            "sim_per_wall": rate(sum(sim), sum(wall)),
+            "sim_per_wall": rate(sum(sim), sum(sim_wall)) if sim else math.nan,
             "mean_trial_wall_time": float(np.mean([float(t["wall_time"]) for t in trials])),
         }
     return {"protocol": header.get("protocol"), "seed": header.get("seed"),
             "object_set": header.get("object_set"), "policies": policies}
+
+
+def _num(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value:.1f}"
 
 
 def _pct(value: float) -> str:
@@ -362,7 +368,7 @@ def write_reports(out: Path, summary: dict[str, Any], notes: Sequence[str] = ())
             f"| {_pct(p['cr'])} | {_ci(p['cr_ci'])} | {_pct(p['cr_trial_mean'])} "
             f"{_ci(p['cr_trial_t_ci'])} | "
             + " | ".join(str(p["failures"][k]) for k in FAILURE_KINDS)
-            + f" | {p['mean_attempt_wall_time']:.3f} | {p['sim_per_wall']:.1f} |")
+            + f" | {p['mean_attempt_wall_time']:.3f} | {_num(p['sim_per_wall'])} |")
     lines += ["", f"{sr_name} = successful attempts / attempts (pooled); {cr_name} = objects "
               "lifted out / objects in the bin after pouring (pooled). A 'no grasp' ends a "
               "trial and is not an attempt; objects pushed or dropped out of the bin are not "

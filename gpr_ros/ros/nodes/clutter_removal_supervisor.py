@@ -487,7 +487,7 @@ class ClutterRemovalSupervisor(Node):
         # ClutterRemovalProgress: a trial's last message has state FINISHED or ABORTED.
         self._state = (ClutterRemovalProgress.STATE_ABORTED if reason == 'error'
                        else ClutterRemovalProgress.STATE_FINISHED)
-        self._publish(book, None, message=f'trial {trial} ended: {reason}')
+        self._publish(book, None, message=f'trial {trial + 1}/{cfg.num_trials} ended: {reason}')
         self.get_logger().info(
             f'trial {trial} ended ({reason}): {book.successes}/{book.attempts} successes, '
             f'{book.removed}/{book.objects_total} objects removed')
