@@ -260,7 +260,7 @@ def test_progress_follows_the_attempts(tmp_path: Path, ros_node: Node,
     assert last.state == P.STATE_FINISHED
     _check_totals(last, end)
     # the trial's own last message is its result too (FINISHED, with the trial's counts)
-    trial_end = next(m for m in progress if m.last_message.startswith('trial 0 ended'))
+    trial_end = next(m for m in progress if m.last_message.startswith('trial 1/1 ended'))
     assert trial_end.state == P.STATE_FINISHED
     _check_totals(trial_end, end)
 
