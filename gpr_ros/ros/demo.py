@@ -190,8 +190,11 @@ def run_demo(config: DemoConfig, out: IO[str] = sys.stdout) -> int:
             _print_progress(msg, out, time.monotonic() - t_start)
         code = int(supervisor.returncode)
         if code != 0:
+            tail = graph.tail(SUPERVISOR.name)
+            hint = (f'\n(--out {config.out} holds another run: pass another --out or delete it)'
+                    if 'use another results_dir' in tail else '')
             raise DemoError(f'the supervisor exited with code {code}; its log ends with:\n'
-                            f'{graph.tail(SUPERVISOR.name)}')
+                            f'{tail}{hint}')
     finally:
         node.destroy_node()
         rclpy.shutdown()
