@@ -25,6 +25,9 @@ from gpr_ros.ros.graph import (
     params_file_argument,
 )
 
+# Every argument but params_file and namespace defaults to '': the params file's value
+# (gpr_ros.ros.graph.override_parameters).
+
 
 def generate_launch_description() -> LaunchDescription:
     """Declare the arguments and the four nodes."""
@@ -32,16 +35,19 @@ def generate_launch_description() -> LaunchDescription:
         params_file_argument('clutter_removal.yaml'),
         namespace_argument(),
         DeclareLaunchArgument('cti_path', default_value='',
-                              description='GenTL producer (.cti) of the PhoXi'),
+                              description='the PhoXi GenTL producer, .cti (empty: params_file)'),
         DeclareLaunchArgument('device_id', default_value='',
-                              description="PhoXi serial / device id ('' = first device)"),
-        DeclareLaunchArgument('results_dir', default_value='gpr_clutter_results',
-                              description='folder of attempts.jsonl and the result tables'),
-        DeclareLaunchArgument('num_trials', default_value='10', description='trials to run'),
-        DeclareLaunchArgument('object_set', default_value='novel',
-                              description='label of the object set (recorded in the results)'),
-        DeclareLaunchArgument('device', default_value='cpu',
-                              description="inference device: 'cpu' or 'cuda'"),
+                              description='PhoXi serial or device id (empty: params_file)'),
+        DeclareLaunchArgument('results_dir', default_value='',
+                              description='folder of attempts.jsonl and the result tables (empty: '
+                                          'params_file)'),
+        DeclareLaunchArgument('num_trials', default_value='',
+                              description='trials to run (empty: params_file)'),
+        DeclareLaunchArgument('object_set', default_value='',
+                              description='label of the object set (recorded in the results) '
+                                          '(empty: params_file)'),
+        DeclareLaunchArgument('device', default_value='',
+                              description="'cpu' or 'cuda' inference (empty: params_file)"),
     ]
     nodes = [
         launch_node(CAMERA, {'cti_path': LaunchConfiguration('cti_path'),

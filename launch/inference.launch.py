@@ -18,22 +18,27 @@ from gpr_ros.ros.graph import (
     params_file_argument,
 )
 
+# Every argument but params_file and namespace defaults to '': the params file's value
+# (gpr_ros.ros.graph.override_parameters).
+
 
 def generate_launch_description() -> LaunchDescription:
     """Declare the arguments and the two nodes."""
     args = [
         params_file_argument('inference.yaml'),
         namespace_argument(),
-        DeclareLaunchArgument('source', default_value='genicam',
-                              description="camera source: 'genicam', 'bag', 'sim' or 'none'"),
+        DeclareLaunchArgument('source', default_value='',
+                              description="camera source: 'genicam', 'bag', 'sim' or 'none' "
+                                          '(empty: params_file)'),
         DeclareLaunchArgument('cti_path', default_value='',
-                              description="GenTL producer (.cti); '' = genicam's simulator"),
+                              description='GenTL producer (.cti) (empty: params_file)'),
         DeclareLaunchArgument('bag_path', default_value='',
-                              description="source:=bag: the rosbag2 folder or file to play"),
-        DeclareLaunchArgument('device', default_value='cpu',
-                              description="inference device: 'cpu' or 'cuda'"),
+                              description='source:=bag: the rosbag2 folder or file (empty: '
+                                          'params_file)'),
+        DeclareLaunchArgument('device', default_value='',
+                              description="'cpu' or 'cuda' inference (empty: params_file)"),
         DeclareLaunchArgument('model_path', default_value='',
-                              description="GPR checkpoint; '' = the shipped default model"),
+                              description='GPR checkpoint (empty: params_file)'),
     ]
     nodes = [
         launch_node(CAMERA, {'source': LaunchConfiguration('source'),

@@ -23,23 +23,30 @@ from gpr_ros.ros.graph import (
     params_file_argument,
 )
 
+# Every argument but params_file and namespace defaults to '': the params file's value
+# (gpr_ros.ros.graph.override_parameters).
+
 
 def generate_launch_description() -> LaunchDescription:
     """Declare the arguments and the five nodes."""
     args = [
         params_file_argument('sim_clutter_removal.yaml'),
         namespace_argument(),
-        DeclareLaunchArgument('results_dir', default_value='gpr_sim_results',
+        DeclareLaunchArgument('results_dir', default_value='',
                               description='folder of attempts.jsonl and the result tables '
-                                          '(a relative path is relative to the launch cwd)'),
-        DeclareLaunchArgument('num_trials', default_value='3', description='trials to run'),
-        DeclareLaunchArgument('seed', default_value='0', description='run seed (scenes)'),
-        DeclareLaunchArgument('protocol', default_value='gpr',
-                              description="'gpr' (10 of 20 objects, 15 attempts) or 'pile'"),
-        DeclareLaunchArgument('object_set', default_value='novel',
-                              description="'similar', 'novel' or a folder of meshes"),
-        DeclareLaunchArgument('device', default_value='cpu',
-                              description="inference device: 'cpu' or 'cuda'"),
+                                          '(relative to the launch cwd) (empty: params_file)'),
+        DeclareLaunchArgument('num_trials', default_value='',
+                              description='trials to run (empty: params_file)'),
+        DeclareLaunchArgument('seed', default_value='',
+                              description='run seed (scenes) (empty: params_file)'),
+        DeclareLaunchArgument('protocol', default_value='',
+                              description="'gpr' (10 of 20 objects, 15 attempts) or 'pile' "
+                                          '(empty: params_file)'),
+        DeclareLaunchArgument('object_set', default_value='',
+                              description="'similar', 'novel' or a folder of meshes "
+                                          '(empty: params_file)'),
+        DeclareLaunchArgument('device', default_value='',
+                              description="'cpu' or 'cuda' inference (empty: params_file)"),
     ]
     world = {'protocol': LaunchConfiguration('protocol'),
              'object_set': LaunchConfiguration('object_set')}

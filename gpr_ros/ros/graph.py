@@ -19,6 +19,8 @@ from pathlib import Path
 import sys
 from typing import Any
 
+import yaml
+
 __all__ = [
     'CAMERA_GRAPH',
     'REAL_GRAPH',
@@ -29,6 +31,7 @@ __all__ = [
     'format_parameter',
     'launch_node',
     'namespace_argument',
+    'override_parameters',
     'params_file_argument',
 ]
 
@@ -146,11 +149,26 @@ def namespace_argument() -> Any:
                                  description='namespace of every node of the graph')
 
 
+def override_parameters(values: Mapping[str, str]) -> dict[str, Any]:
+    """Parameters a launch file sets from its arguments on top of ``params_file``.
+
+    An empty argument (every override's default) keeps the parameter file's value, so editing
+    ``config/*.yaml`` works without passing the argument; any other text is parsed as YAML, as
+    ``ros2 launch`` parses parameter substitutions (``'3'`` -> 3, ``'novel'`` -> ``'novel'``).
+
+    :param values: parameter name -> the evaluated launch argument.
+    :return: the parameters to set.
+    """
+    return {name: yaml.safe_load(text) for name, text in values.items() if text != ''}
+
+
 def launch_node(spec: NodeSpec, overrides: Mapping[str, Any] | None = None) -> Any:
     """A ``launch_ros`` Node for ``spec``: the ``params_file`` argument, then ``overrides``.
 
     :param spec: the node.
-    :param overrides: parameters (values or launch substitutions) that win over the file.
+    :param overrides: parameter name -> text or launch substitution (e.g. a
+        ``LaunchConfiguration``); those that evaluate to ``''`` keep the file's value
+        (:func:`override_parameters`).
     :return: a ``launch_ros.actions.Node``.
     """
     from launch.substitutions import LaunchConfiguration
@@ -158,7 +176,32 @@ def launch_node(spec: NodeSpec, overrides: Mapping[str, Any] | None = None) -> A
 
     parameters: list[Any] = [LaunchConfiguration('params_file')]
     if overrides:
-        parameters.append(dict(overrides))
+        parameters.append(_overrides_file(dict(overrides)))
     return Node(package='gpr_ros', executable=spec.executable, name=spec.name,
                 namespace=LaunchConfiguration('namespace'), parameters=parameters,
                 output='screen', emulate_tty=True)
+
+
+def _overrides_file(overrides: dict[str, Any]) -> Any:
+    """A substitution that writes the non-empty overrides to a parameter file, its value the
+    file's path (launch_ros reads substitutions in ``parameters`` as parameter files)."""
+    import tempfile
+
+    from launch.substitution import Substitution
+    from launch.utilities import normalize_to_list_of_substitutions, perform_substitutions
+
+    class OverridesFile(Substitution):  # type: ignore[misc]
+        def describe(self) -> str:
+            return f'launch-argument overrides of {sorted(overrides)}'
+
+        def perform(self, context: Any) -> str:
+            texts = {name: perform_substitutions(context,
+                                                 normalize_to_list_of_substitutions(value))
+                     for name, value in overrides.items()}
+            with tempfile.NamedTemporaryFile('w', prefix='gpr_ros_overrides_', suffix='.yaml',
+                                             delete=False) as handle:
+                yaml.safe_dump({'/**': {'ros__parameters': override_parameters(texts)}},
+                               handle)
+            return handle.name
+
+    return OverridesFile()

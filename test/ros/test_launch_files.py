@@ -88,6 +88,23 @@ def test_source_starts_the_graph_with_its_parameter_file(path: Path) -> None:
         assert text is not None and ast.literal_eval(text).strip(), ast.unparse(call)
 
 
+def test_empty_launch_arguments_keep_the_params_file_values() -> None:
+    values = {'cti_path': '', 'num_trials': '5', 'object_set': 'novel', 'device': '',
+              'results_dir': '/tmp/run'}
+    assert graph.override_parameters(values) == {'num_trials': 5, 'object_set': 'novel',
+                                                 'results_dir': '/tmp/run'}
+
+
+@files
+def test_overriding_arguments_default_to_the_params_file(path: Path) -> None:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for call in _calls(tree, 'DeclareLaunchArgument'):
+        name = ast.literal_eval(call.args[0])
+        default = {k.arg: k.value for k in call.keywords}.get('default_value')
+        if name not in ('params_file', 'namespace'):
+            assert default is not None and ast.literal_eval(default) == '', name
+
+
 # ---------------------------------------------------------------------- with launch_ros
 
 
