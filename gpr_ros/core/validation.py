@@ -85,9 +85,13 @@ def config_from_dict(cls: Any, data: Mapping[str, Any]) -> Any:
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
+    """Plain values of a config dataclass: tuples become lists, nested configs their
+    ``to_dict()``."""
     result: dict[str, Any] = {}
     for f in fields(config):
         value = getattr(config, f.name)
+        if hasattr(value, "to_dict"):
+            value = value.to_dict()
         result[f.name] = list(value) if isinstance(value, tuple) else value
     return result
 

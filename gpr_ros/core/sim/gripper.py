@@ -159,9 +159,7 @@ class GripperSimConfig:
 
         :return: ``{field: value}`` (the gripper as a nested dict).
         """
-        data = _config_to_dict(self)
-        data["gripper"] = self.gripper.to_dict()
-        return data
+        return _config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GripperSimConfig:
