@@ -47,8 +47,8 @@ from gpr_ros.core.sim.world import BinWorld, SceneObjectSpec, SceneState
 
 __all__ = ["TrialBook", "TrialWorld", "executed", "object_pool", "run_trial"]
 
-#: Attempt-record keys every record has, whichever path produced it.
-ENDINGS = ("cleared", "max_attempts", "consecutive_failures", "no_grasp", "error", "aborted")
+#: Why a trial ends (``TrialResult.ended_by``, ``trial_end`` records).
+ENDINGS = ("cleared", "max_attempts", "consecutive_failures", "no_grasp", "error")
 
 
 class TrialWorld:
@@ -248,7 +248,8 @@ class TrialBook:
 
         :param record: every field of the record but ``counted``.
         :param outcome: the :class:`~gpr_ros.core.sim.gripper.Outcome` value.
-        :param lifted: objects lifted out by it.
+        :param lifted: objects lifted out by it (a success counts at least one: a real robot
+            reports no object ids).
         :return: the complete record.
         """
         rec = dict(record)
@@ -256,7 +257,7 @@ class TrialBook:
         self.attempts += 1
         if outcome == Outcome.SUCCESS.value:
             self.successes += 1
-            self.removed += int(lifted)
+            self.removed += max(int(lifted), 1)
             self.consecutive_failures = 0
         else:
             self.consecutive_failures += 1

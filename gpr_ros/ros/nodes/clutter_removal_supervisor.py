@@ -611,8 +611,7 @@ class ClutterRemovalSupervisor(Node):
                 grasp=dict(center=g.center[0].tolist(), approach=g.approach[0].tolist(),
                            closing=g.closing[0].tolist(), width=float(g.width[0]),
                            score=float(g.score[0])))
-            lifted = len(result.lifted_ids) if len(result.lifted_ids) else int(result.success)
-            return book.attempt(record, outcome, lifted)
+            return book.attempt(record, outcome, len(result.lifted_ids))
         return book.no_grasp(record, len(grasps))
 
     def _execute_goal(self, goal: ExecuteGrasp.Goal) -> ExecuteGrasp.Result:
