@@ -22,7 +22,7 @@ import time
 from typing import IO, Any
 
 from gpr_ros.core.errors import GprError
-from gpr_ros.ros.graph import SIM_GRAPH, SUPERVISOR, NodeSpec, command_line
+from gpr_ros.ros.graph import INFERENCE, SIM_GRAPH, SIM_WORLD, SUPERVISOR, NodeSpec, command_line
 
 __all__ = ['DemoConfig', 'DemoError', 'run_demo']
 
@@ -62,8 +62,8 @@ class DemoConfig:
     def overrides(self) -> dict[str, dict[str, Any]]:
         """Per-node parameter overrides given after the params file."""
         result: dict[str, dict[str, Any]] = {
-            'sim_world': {'protocol': self.protocol, 'object_set': self.object_set},
-            'gpr_inference': {'device': self.device, **({'model_path': self.model}
+            SIM_WORLD.name: {'protocol': self.protocol, 'object_set': self.object_set},
+            INFERENCE.name: {'device': self.device, **({'model_path': self.model}
                                                          if self.model else {})},
             SUPERVISOR.name: {'results_dir': str(self.out.resolve()),
                               'num_trials': self.trials, 'seed': self.seed,
