@@ -10,7 +10,10 @@ executor runs the ``sim`` backend on a pip-only install; there, building this ba
 One goal (see :meth:`MoveItBackend.execute`), all poses of the tool link ``tool_link``:
 
 1. planning: the goal's grasp pose is brought into ``planning_frame`` (a frame the planning
-   scene knows, else TRANSFORM_ERROR) and the tool poses are derived (:func:`tool_waypoints`):
+   scene knows, else TRANSFORM_ERROR), moved ``grasp_depth`` deeper along its approach and
+   checked against the bin as in the simulation (:func:`grasp_target`: moved back to clear
+   the floor by up to ``max_backoff``, refused as UNREACHABLE when the approach would hit a
+   wall); the tool poses are derived (:func:`tool_waypoints`):
    the tool is aligned from the grasp frame by the static ``tool_transform`` (pose of the tool
    link in the grasp frame, ``gpr_msgs/msg/Grasp.msg`` convention: +X approach, +Y closing);
    the pre-grasp pose is ``pregrasp_offset`` back along −approach, the lift pose
@@ -50,6 +53,9 @@ from scipy.spatial.transform import Rotation
 
 from gpr_msgs.action import ExecuteGrasp
 from gpr_ros.core.errors import ConfigError, GprError
+from gpr_ros.core.grasp.clearance import BinObstacles, ClearanceConfig, plan_bin_approach
+from gpr_ros.core.grasp.grasps import Grasps
+from gpr_ros.core.grasp.gripper import GripperModel
 
 if TYPE_CHECKING:
     from gpr_ros.ros.nodes.yumi_executor import GraspJob
@@ -60,6 +66,7 @@ __all__ = [
     'MoveItBackend',
     'MoveItSettings',
     'bin_boxes',
+    'grasp_target',
     'matrix_to_xyzquat',
     'pose_matrix',
     'tool_waypoints',
@@ -157,6 +164,45 @@ def bin_boxes(center: Sequence[float], inner_size: Sequence[float],
     ]
 
 
+def grasp_target(grasp_pose: ArrayLike, width: float, settings: MoveItSettings,
+                 pregrasp_offset: float, max_width: float
+                 ) -> tuple[NDArray[np.float64] | None, float, str]:
+    """Where the tool goes for a grasp: ``grasp_depth`` deeper, then the bin check.
+
+    The same planning step as the simulated executor
+    (:func:`gpr_ros.core.sim.gripper.plan_approach`): the grasp pose moves ``grasp_depth``
+    along its approach (+X), then :func:`~gpr_ros.core.grasp.clearance.plan_bin_approach`
+    checks the approach against the configured bin (skipped when ``bin_size`` is all 0).
+
+    :param grasp_pose: 4x4 grasp pose in the planning frame.
+    :param width: grasp width, m.
+    :param settings: the MoveIt settings (bin, depth, clearances, open clearance).
+    :param pregrasp_offset: length of the approach, m.
+    :param max_width: the gripper's max opening, m.
+    :return: ``(pose, backoff, reason)``: the 4x4 grasp pose to plan for (``None`` when the
+        approach is refused, with the reason), and how far it was moved back from the floor.
+    """
+    pose = np.array(grasp_pose, dtype=np.float64)
+    approach = pose[:3, 0]
+    pose[:3, 3] += settings.grasp_depth * approach
+    if min(settings.bin_size) <= 0.0:
+        return pose, 0.0, ''
+    ix, iy, h = settings.bin_size
+    cx, cy, cz = settings.bin_center
+    obstacles = BinObstacles.from_dimensions(ix, iy, h, settings.bin_wall_thickness, cz,
+                                             (cx, cy))
+    grasp = Grasps(pose[None, :3, 3], approach[None], pose[None, :3, 1], [width])
+    opening = min(width + settings.open_clearance, max_width)
+    plan = plan_bin_approach(grasp, GripperModel(max_width=max_width), obstacles, opening,
+                             pregrasp_offset, ClearanceConfig(
+                                 floor_clearance=settings.floor_clearance,
+                                 max_backoff=settings.max_backoff))
+    if not plan.feasible:
+        return None, 0.0, plan.reason
+    pose[:3, 3] = plan.grasp.center[0]
+    return pose, plan.backoff, ''
+
+
 # ---------------------------------------------------------------------- settings
 
 
@@ -182,6 +228,9 @@ class MoveItSettings:
     bin_center: tuple[float, ...] = (0.4, 0.0, 0.0)
     bin_size: tuple[float, ...] = (0.30, 0.30, 0.10)
     bin_wall_thickness: float = 0.01
+    grasp_depth: float = 0.015
+    floor_clearance: float = 0.002
+    max_backoff: float = 0.02
     dropoff_pose: tuple[float, ...] = (0.3, -0.3, 0.25, 0.0, 1.0, 0.0, 0.0)
     retreat_height: float = 0.10
     planning_pipeline: str = 'ompl'
@@ -225,7 +274,8 @@ class MoveItSettings:
         for name in ('velocity_scaling', 'acceleration_scaling'):
             if getattr(self, name) > 1.0:
                 raise ConfigError(f'{name} is {getattr(self, name)}; expected a value <= 1')
-        for name in ('open_clearance', 'min_held_width', 'retreat_height'):
+        for name in ('open_clearance', 'min_held_width', 'retreat_height', 'grasp_depth',
+                     'floor_clearance', 'max_backoff'):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f'{name} is {value}; expected a finite value >= 0')
@@ -455,8 +505,12 @@ class MoveItBackend:
         result = ExecuteGrasp.Result(object_id=-1)
         try:
             feedback(fb.STAGE_PLANNING, 'planning', 0.0)
-            grasp = self._grasp_in_planning_frame(job.frame, job.pose)
-            poses = tool_waypoints(grasp, pose_matrix(cfg.tool_transform), job.pregrasp_offset,
+            target, _, reason = grasp_target(self._grasp_in_planning_frame(job.frame, job.pose),
+                                             job.width, cfg, job.pregrasp_offset,
+                                             self._max_width)
+            if target is None:
+                raise _StageFailed(_R.UNREACHABLE, reason, False)
+            poses = tool_waypoints(target, pose_matrix(cfg.tool_transform), job.pregrasp_offset,
                                    job.lift_height)
             to_pregrasp = self._plan_pose(poses['pregrasp'], linear=False, executed=False)
             stages = [(fb.STAGE_PREGRASP, 'pregrasp', 0.1), (fb.STAGE_APPROACH, 'approach', 0.3),

@@ -27,6 +27,7 @@ from gpr_ros.ros.conversions import grasps_to_msgs, msg_to_scene
 from gpr_ros.ros.moveit_backend import (
     MoveItSettings,
     bin_boxes,
+    grasp_target,
     matrix_to_xyzquat,
     pose_matrix,
     tool_waypoints,
@@ -134,6 +135,30 @@ def test_bin_boxes_bound_the_inner_volume() -> None:
     assert center[2] + size[2] / 2 == pytest.approx(0.0)
     assert all(c[2] - s[2] / 2 == pytest.approx(0.0) for n, (s, c) in boxes.items()
                if n.startswith('wall'))
+
+
+def test_moveit_grasp_target_deepens_and_checks_against_the_configured_bin() -> None:
+    settings = MoveItSettings(bin_center=(0.4, 0.1, 0.05), bin_size=(0.3, 0.3, 0.1))
+    down = np.eye(4)
+    down[:3, :3] = np.column_stack([[0.0, 0.0, -1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    # high in the bin: 15 mm deeper along the approach, nothing else
+    down[:3, 3] = (0.4, 0.1, 0.05 + 0.05)
+    pose, backoff, reason = grasp_target(down, 0.03, settings, 0.1, 0.05)
+    assert pose is not None and backoff == 0.0 and reason == ''
+    np.testing.assert_allclose(pose[:3, 3], (0.4, 0.1, 0.085))
+    np.testing.assert_array_equal(pose[:3, :3], down[:3, :3])
+    # just above the floor (z = 0.05 in the planning frame): moved back to the clearance
+    down[:3, 3] = (0.4, 0.1, 0.05 + 0.01)
+    pose, backoff, _ = grasp_target(down, 0.03, settings, 0.1, 0.05)
+    assert pose is not None and pose[2, 3] == pytest.approx(0.05 + 0.002)
+    assert backoff == pytest.approx(0.007)
+    # next to the bin's +x wall (inner face at x = 0.55), closing along x: refused
+    down[:3, 3] = (0.53, 0.1, 0.12)
+    pose, _, reason = grasp_target(down, 0.03, settings, 0.1, 0.05)
+    assert pose is None and 'wall' in reason
+    # without a bin in the planning scene only the depth applies
+    pose, _, _ = grasp_target(down, 0.03, MoveItSettings(bin_size=(0.0, 0.0, 0.0)), 0.1, 0.05)
+    assert pose is not None and pose[2, 3] == pytest.approx(0.105)
 
 
 # --- the node ------------------------------------------------------------------------------------

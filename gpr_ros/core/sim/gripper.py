@@ -40,6 +40,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gpr_ros.core.errors import ConfigError
+from gpr_ros.core.grasp.clearance import (
+    ApproachPlan,
+    BinObstacles,
+    ClearanceConfig,
+    plan_bin_approach,
+)
 from gpr_ros.core.grasp.grasps import Grasps
 from gpr_ros.core.grasp.gripper import GripperModel
 from gpr_ros.core.sim.errors import SimulationError
@@ -206,6 +212,14 @@ class ExecutionConfig:
         the floor; otherwise unreachable, m.
     :ivar workspace_top: see ``workspace_margin``, m.
     :ivar width_tolerance: widths up to max_width + this are accepted (and capped), m.
+    :ivar grasp_depth: the fingertips go this far past the grasp centre along the approach,
+        so the contacts (whose midpoint is the grasp centre) lie on the finger pads instead
+        of at their very tips, m (less than the finger length); the bin check may then move
+        the grasp back again near the floor.
+    :ivar bin_clearance: the planner's check of the approach against the known bin
+        (:mod:`gpr_ros.core.grasp.clearance`): a grasp whose gripper would reach into the
+        floor is moved back along −approach (up to ``max_backoff``), one whose approach would
+        hit a wall or needs a longer back-off is refused as unreachable before anything moves.
     """
 
     pregrasp_offset: float = 0.10
@@ -226,6 +240,8 @@ class ExecutionConfig:
     workspace_margin: float = 0.02
     workspace_top: float = 0.2
     width_tolerance: float = 1e-6
+    grasp_depth: float = 0.015
+    bin_clearance: ClearanceConfig = field(default_factory=ClearanceConfig)
 
     def __post_init__(self) -> None:
         """Validate the values.
@@ -245,13 +261,20 @@ class ExecutionConfig:
                                                      f"ExecutionConfig.{name}"))
         for name in ("open_clearance", "squeeze_margin", "hold_time", "settle_time",
                      "min_held_opening", "collision_tolerance", "workspace_margin",
-                     "workspace_top", "width_tolerance"):
+                     "workspace_top", "width_tolerance", "grasp_depth"):
             object.__setattr__(self, name, _non_negative(getattr(self, name),
                                                          f"ExecutionConfig.{name}"))
         angle = _non_negative(self.max_approach_angle, "ExecutionConfig.max_approach_angle")
         if angle > math.pi:
             raise ConfigError(f"ExecutionConfig.max_approach_angle must be <= pi, got {angle}")
         object.__setattr__(self, "max_approach_angle", angle)
+        clearance = self.bin_clearance
+        if isinstance(clearance, Mapping):
+            clearance = ClearanceConfig.from_dict(clearance)
+        if not isinstance(clearance, ClearanceConfig):
+            raise ConfigError(f"ExecutionConfig.bin_clearance must be a ClearanceConfig, got "
+                              f"{type(clearance).__name__}")
+        object.__setattr__(self, "bin_clearance", clearance)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as plain Python values.
@@ -618,7 +641,33 @@ def precheck_grasp(grasp: Grasps, world: BinWorld, gripper: SimGripper,
     pre = center - config.pregrasp_offset * approach
     if pre[2] < 0.0:
         return (Outcome.UNREACHABLE, "the pre-grasp pose is below the floor")
+    plan = plan_approach(grasp, world, gripper, config)
+    if not plan.feasible:
+        return (Outcome.UNREACHABLE, plan.reason)
     return None
+
+
+def approach_opening(width: float, gripper: SimGripper, config: ExecutionConfig) -> float:
+    """The finger opening during the pre-grasp and the approach, m."""
+    width = min(width, gripper.max_width)
+    return (gripper.max_width if config.open_mode == "full"
+            else min(width + config.open_clearance, gripper.max_width))
+
+
+def plan_approach(grasp: Grasps, world: BinWorld, gripper: SimGripper,
+                  config: ExecutionConfig) -> ApproachPlan:
+    """Where the gripper goes for one grasp: ``grasp_depth`` deeper, then the planner's bin
+    check (``config.bin_clearance``), world frame.
+
+    :return: the plan: the grasp to execute (possibly moved back) or why it is refused.
+    """
+    if config.grasp_depth > 0.0:
+        grasp = Grasps(grasp.center + config.grasp_depth * grasp.approach, grasp.approach,
+                       grasp.closing, grasp.width, grasp.score, grasp.stage)
+    return plan_bin_approach(
+        grasp, gripper.config.gripper, BinObstacles.from_bin_config(world.bin_config),
+        approach_opening(float(grasp.width[0]), gripper, config), config.pregrasp_offset,
+        config.bin_clearance)
 
 
 def _settle_and_cleanup(world: BinWorld, gripper: SimGripper,
@@ -648,7 +697,10 @@ def execute_grasp(world: BinWorld, gripper: SimGripper, grasp_world: Grasps,
     Phases and outcomes:
 
     1. checks (nothing moves): width > max opening → WIDTH_EXCEEDED; approach from below,
-       centre outside the workspace or pre-grasp below the floor → UNREACHABLE;
+       centre outside the workspace or pre-grasp below the floor → UNREACHABLE; then the
+       planner's step (:func:`plan_approach`): the gripper will go ``grasp_depth`` deeper than
+       the grasp centre, moved back to clear the floor when needed, and an approach that would
+       hit a wall (or need more than ``max_backoff``) → UNREACHABLE;
     2. the gripper appears at the pre-grasp pose (``pregrasp_offset`` back along −approach)
        opened per ``open_mode``; any contact there → COLLISION;
     3. it moves along the approach to the grasp pose; a contact with the bin (walls, floor)
@@ -695,20 +747,23 @@ def execute_grasp(world: BinWorld, gripper: SimGripper, grasp_world: Grasps,
 def _execute(world: BinWorld, gripper: SimGripper, grasp: Grasps, cfg: ExecutionConfig,
              start: float, sim_start: float) -> AttemptResult:
     dt = float(world.model.opt.timestep)
+    plan = plan_approach(grasp, world, gripper, cfg)
+    grasp = plan.grasp
+    note = (f" (approach {plan.backoff * 1000:.1f} mm shorter to clear the floor)"
+            if plan.backoff > 0.0 else "")
     pose = np.eye(4)
     pose[:3, :3] = grasp.rotations[0]
     pose[:3, 3] = grasp.center[0]
     approach = grasp.approach[0]
     width = min(float(grasp.width[0]), gripper.max_width)
-    opening = (gripper.max_width if cfg.open_mode == "full"
-               else min(width + cfg.open_clearance, gripper.max_width))
+    opening = approach_opening(width, gripper, cfg)
     pre = pose.copy()
     pre[:3, 3] = pose[:3, 3] - cfg.pregrasp_offset * approach
 
     def finish(outcome: Outcome, message: str, stage: str, **kwargs: Any) -> AttemptResult:
         width_now = gripper.opening(world)
         fell = _settle_and_cleanup(world, gripper, cfg)
-        return _result(outcome, message, stage, start, sim_start, world,
+        return _result(outcome, message + note, stage, start, sim_start, world,
                        finger_width=width_now, fell_out=fell, **kwargs)
 
     # pre-grasp

@@ -205,6 +205,14 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
                  'all 0: no bin in the planning scene', {}),
     'bin_wall_thickness': (_MOVEIT.bin_wall_thickness, 'moveit: bin wall and floor thickness '
                            '[m]', _floats(0.0001, 0.5)),
+    'grasp_depth': (_MOVEIT.grasp_depth, 'moveit: the fingertips go this far past the grasp '
+                    'centre along the approach, so the contacts lie on the finger pads [m]',
+                    _floats(0.0, 0.1)),
+    'floor_clearance': (_MOVEIT.floor_clearance, 'moveit: the gripper stays this far above the '
+                        'bin floor; deeper grasps are moved back along -approach [m]',
+                        _floats(0.0, 0.1)),
+    'max_backoff': (_MOVEIT.max_backoff, 'moveit: a grasp is moved back by at most this to '
+                    'clear the floor, else refused as UNREACHABLE [m]', _floats(0.0, 0.2)),
     'dropoff_pose': (list(_MOVEIT.dropoff_pose), 'moveit: tool_link pose for placing, in the '
                      'planning frame [x, y, z, qx, qy, qz, qw]', {}),
     'retreat_height': (_MOVEIT.retreat_height, 'moveit: retreat straight up after placing [m]',

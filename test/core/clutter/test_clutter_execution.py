@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import trimesh
 
 from gpr_ros.core.grasp import Grasps
+from gpr_ros.core.grasp.clearance import ClearanceConfig
 from gpr_ros.core.sim.gripper import (
     GROUP_GRIPPER,
     ExecutionConfig,
@@ -16,6 +19,9 @@ from gpr_ros.core.sim.gripper import (
 )
 from gpr_ros.core.sim.world import BinWorld, SceneObjectSpec
 
+#: Execution of the grasp pose as given, without the planner's bin check: the physics alone
+#: judges bin contacts.
+UNCHECKED = ExecutionConfig(grasp_depth=0.0, bin_clearance=ClearanceConfig(enabled=False))
 EXTENTS = np.array([0.06, 0.03, 0.04])
 
 
@@ -72,9 +78,21 @@ def test_pregrasp_inside_the_wall_is_a_collision(single_box) -> None:
     # A horizontal approach towards -x: at the pre-grasp pose, 10 cm back along +x, the palm
     # spans x = 0.13 ... 0.16 m and cuts the +x wall (inner face at 0.15 m).
     grasp = Grasps([[0.0, 0.1, 0.05]], [[-1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]], 0.03)
-    result = execute_grasp(world, gripper, grasp)
+    result = execute_grasp(world, gripper, grasp, UNCHECKED)
     assert result.outcome is Outcome.COLLISION and result.stage == "pregrasp"
     assert world.in_scene[0]
+
+
+def test_planner_refuses_an_approach_through_the_wall_before_moving(single_box) -> None:
+    world, gripper = single_box
+    before_q, before_t = world.data.qpos.copy(), float(world.data.time)
+    # executed 15 mm deeper (grasp_depth): the palm at the pre-grasp pose cuts the +x wall
+    grasp = Grasps([[0.015, 0.1, 0.05]], [[-1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]], 0.03)
+    result = execute_grasp(world, gripper, grasp)
+    assert result.outcome is Outcome.UNREACHABLE and result.stage == "check"
+    assert "wall" in result.message
+    np.testing.assert_array_equal(world.data.qpos, before_q)
+    assert world.data.time == before_t
 
 
 def test_pregrasp_inside_an_object_is_a_collision(single_box) -> None:
@@ -82,7 +100,8 @@ def test_pregrasp_inside_an_object_is_a_collision(single_box) -> None:
     center = world.object_poses()[0][:3, 3] - np.array([0.0, 0.0, 0.09])
     grasp = Grasps(center[None], [[0.0, 0.0, -1.0]], [[1.0, 0.0, 0.0]], 0.03)
     # Pre-grasp = 10 cm above a centre 9 cm below the box's: the palm sits in the box.
-    result = execute_grasp(world, gripper, grasp, ExecutionConfig(workspace_margin=0.2))
+    config = dataclasses.replace(UNCHECKED, workspace_margin=0.2)
+    result = execute_grasp(world, gripper, grasp, config)
     assert result.outcome is Outcome.COLLISION and result.stage == "pregrasp"
 
 
@@ -97,9 +116,18 @@ def test_grasp_in_empty_space_slips(single_box) -> None:
 
 def test_approach_into_the_floor_is_a_collision(single_box) -> None:
     world, gripper = single_box
-    grasp = Grasps([[-0.1, 0.1, -0.015]], [[0.0, 0.0, -1.0]], [[1.0, 0.0, 0.0]], 0.03)
-    result = execute_grasp(world, gripper, grasp)
+    grasp = Grasps([[-0.1, 0.1, -0.005]], [[0.0, 0.0, -1.0]], [[1.0, 0.0, 0.0]], 0.03)
+    result = execute_grasp(world, gripper, grasp, UNCHECKED)
     assert result.outcome is Outcome.COLLISION and result.stage == "approach"
+    # executed 15 mm deeper (grasp_depth), then moved back above the floor by the planner:
+    # it closes on nothing, without a collision
+    grasp = Grasps([[-0.1, 0.1, 0.01]], [[0.0, 0.0, -1.0]], [[1.0, 0.0, 0.0]], 0.03)
+    result = execute_grasp(world, gripper, grasp)
+    assert result.outcome is Outcome.SLIP and result.stage == "close"
+    assert "shorter to clear the floor" in result.message
+    deeper = Grasps([[-0.1, 0.1, -0.05]], [[0.0, 0.0, -1.0]], [[1.0, 0.0, 0.0]], 0.03)
+    result = execute_grasp(world, gripper, deeper, ExecutionConfig(workspace_margin=0.1))
+    assert result.outcome is Outcome.UNREACHABLE and "floor" in result.message
 
 
 def test_approach_from_below_is_unreachable(single_box) -> None:
