@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import importlib
 from pathlib import Path
 import shutil
+import signal
 import statistics
 import struct
 import sys
@@ -571,6 +572,43 @@ def _remove_bag(folder: Path) -> None:
     shutil.rmtree(folder)
 
 
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while the block runs (main thread only), then deliver them.
+
+    A Ctrl-C landing inside a storage write or close would leave a half-written record or a
+    file without its summary; deferred, it arrives between records and the ``with`` block of
+    :class:`BagWriter` closes a consistent file. Elsewhere (other threads) a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[tuple[int, Any]] = []
+    previous: dict[int, Any] = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(
+                signum, lambda number, frame: caught.append((number, frame)))
+    except (ValueError, OSError):  # no signal support here
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        yield
+        return
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum, frame in caught[:1]:
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
+
+
 class BagWriter:
     """Write a rosbag2 bag (MCAP or sqlite3) with correct type names, definitions and hashes.
 
@@ -647,7 +685,7 @@ class BagWriter:
         :raises BagError: when the bag is not open.
         """
         topic = _normalise_topic(topic)
-        with self._lock:
+        with self._lock, _interrupts_deferred():
             writer = self._opened()
             have = self._types_of.get(topic)
             if have is not None:
@@ -681,7 +719,7 @@ class BagWriter:
         elif self._types_of[topic] != type_name:
             raise BagTypeError(f'topic {topic} is already in {self.path} with type '
                                f'{self._types_of[topic]}; cannot also write {type_name} on it')
-        with self._lock:
+        with self._lock, _interrupts_deferred():
             writer = self._opened()
             try:
                 writer.write(self._connections[topic], int(timestamp_ns), bytes(data))
@@ -704,7 +742,7 @@ class BagWriter:
 
         :raises BagError: when the storage cannot be finished (disk full, ...).
         """
-        with self._lock:
+        with self._lock, _interrupts_deferred():
             writer, self._writer = self._writer, None
             if writer is None:
                 return
