@@ -109,7 +109,8 @@ class AttemptLog:
 
 def completed_trials(records: Iterable[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
     """Map (policy, trial) to its first completed segment: the trial_end record plus
-    ``'attempt_records'`` (that segment's attempt lines).
+    ``'attempt_records'`` (that segment's attempt lines) and ``'start_record'`` (its
+    trial_start line, ``{}`` when missing).
 
     :param records: log records.
     :return: the completed trials.
@@ -122,10 +123,39 @@ def completed_trials(records: Iterable[dict[str, Any]]) -> dict[tuple[str, int],
     by_segment = {end["segment"]: end for end in ends.values()}
     for end in ends.values():
         end["attempt_records"] = []
+        end["start_record"] = {}
     for rec in records:
         if rec.get("type") == "attempt" and rec.get("segment") in by_segment:
             by_segment[rec["segment"]]["attempt_records"].append(rec)
+        elif rec.get("type") == "trial_start" and rec.get("segment") in by_segment:
+            by_segment[rec["segment"]]["start_record"] = rec
     return ends
+
+
+def object_removal(trials: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per object name: how often it was poured and how often lifted out.
+
+    Names come from each trial's trial_start ``objects`` (the poured order, which the
+    attempts' ``lifted`` indices refer to) and, failing that, the attempt's ``object_name``.
+    Real-robot trials name no objects and give an empty result.
+
+    :param trials: :func:`completed_trials` values.
+    :return: ``{name: {'poured': n, 'removed': m}}``, sorted by name.
+    """
+    counts: dict[str, dict[str, int]] = {}
+    for trial in trials:
+        names = list(trial.get("start_record", {}).get("objects") or [])
+        for name in names:
+            counts.setdefault(str(name), {"poured": 0, "removed": 0})["poured"] += 1
+        for rec in trial.get("attempt_records", []):
+            if rec.get("outcome") != "success":
+                continue
+            lifted = [int(i) for i in rec.get("lifted") or [] if 0 <= int(i) < len(names)]
+            taken = [names[i] for i in lifted] or (
+                [rec["object_name"]] if rec.get("object_name") else [])
+            for name in taken:
+                counts.setdefault(str(name), {"poured": 0, "removed": 0})["removed"] += 1
+    return dict(sorted(counts.items()))
 
 
 # ---------------------------------------------------------------------- running
@@ -321,6 +351,7 @@ def summarize(records: Iterable[dict[str, Any]], bootstrap_seed: int = 0) -> dic
             "mean_policy_time": float(np.mean(policy_time)) if policy_time else math.nan,
             "sim_per_wall": rate(sum(sim), sum(sim_wall)) if sim else math.nan,
             "mean_trial_wall_time": float(np.mean([float(t["wall_time"]) for t in trials])),
+            "objects": object_removal(trials),
         }
     return {"protocol": header.get("protocol"), "seed": header.get("seed"),
             "object_set": header.get("object_set"), "policies": policies}
@@ -373,6 +404,7 @@ def write_reports(out: Path, summary: dict[str, Any], notes: Sequence[str] = ())
               "lifted out / objects in the bin after pouring (pooled). A 'no grasp' ends a "
               "trial and is not an attempt; objects pushed or dropped out of the bin are not "
               "counted as removed.", *[f"- {n}" for n in notes], ""]
+    lines += _object_table(pols)
     paths = [out / "results.md", out / "results.json", out / "results.csv", out / "results.png"]
     paths[0].write_text("\n".join(lines))
     paths[1].write_text(json.dumps(_nan_to_none(summary), indent=2) + "\n")
@@ -386,6 +418,24 @@ def write_reports(out: Path, summary: dict[str, Any], notes: Sequence[str] = ())
     paths[2].write_text("\n".join(csv) + "\n")
     _plot(paths[3], pols, sr_name, cr_name)
     return paths
+
+
+def _object_table(pols: dict[str, Any]) -> list[str]:
+    """Markdown lines of the per-object removal table (none when no object is named)."""
+    names = sorted({o for p in pols.values() for o in p.get("objects", {})})
+    if not names:
+        return []
+    policies = list(pols)
+    lines = ["## Objects lifted out / poured, per policy", "",
+             "| object | " + " | ".join(policies) + " |",
+             "|---|" + "---:|" * len(policies)]
+    for obj in names:
+        cells = []
+        for name in policies:
+            c = pols[name].get("objects", {}).get(obj)
+            cells.append("" if c is None else f"{c['removed']}/{c['poured']}")
+        lines.append(f"| {obj} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _plot(path: Path, pols: dict[str, Any], sr_name: str, cr_name: str) -> None:

@@ -14,7 +14,7 @@ from gpr_ros.core.clutter.errors import PolicyUnavailableError
 from gpr_ros.core.clutter.metrics import rate, wilson_interval
 from gpr_ros.core.clutter.policies import PolicyContext, make_policy
 from gpr_ros.core.clutter.protocol import ClutterConfig, ProtocolConfig
-from gpr_ros.core.clutter.runner import AttemptLog, run_benchmark, summarize
+from gpr_ros.core.clutter.runner import AttemptLog, run_benchmark, summarize, write_reports
 from gpr_ros.core.clutter.session import run_trial
 from gpr_ros.core.sim.camera import CameraConfig, NoiseConfig
 from gpr_ros.core.sim.world import SceneConfig, SceneObjectSpec
@@ -55,6 +55,47 @@ def test_summary_with_zero_attempts_is_nan() -> None:
     ]
     p = summarize(records)["policies"]["p"]
     assert math.isnan(p["sr"]) and math.isnan(p["cr"])
+
+
+def test_per_object_removal_counts_and_table(tmp_path) -> None:
+    def end(policy: str, trial: int, segment: str) -> dict:
+        return {"type": "trial_end", "policy": policy, "trial": trial, "segment": segment,
+                "attempts": 3, "successes": 2, "removed": 2, "objects_total": 3,
+                "ended_by": "max_attempts", "wall_time": 1.0}
+
+    records = [
+        {"type": "header", "protocol": "gpr", "seed": 0, "object_set": "novel"},
+        # an abandoned first segment: its lines must not count
+        {"type": "trial_start", "policy": "p", "trial": 0, "segment": "p#0#0",
+         "objects": ["x", "y", "z"]},
+        {"type": "attempt", "policy": "p", "trial": 0, "segment": "p#0#0",
+         "outcome": "success", "lifted": [0], "object_name": "x", "counted": True},
+        {"type": "trial_start", "policy": "p", "trial": 0, "segment": "p#0#1",
+         "objects": ["a", "b", "c"]},
+        {"type": "attempt", "policy": "p", "trial": 0, "segment": "p#0#1",
+         "outcome": "success", "lifted": [1], "object_name": "b", "counted": True},
+        {"type": "attempt", "policy": "p", "trial": 0, "segment": "p#0#1",
+         "outcome": "slip", "lifted": [], "object_name": None, "counted": True},
+        {"type": "attempt", "policy": "p", "trial": 0, "segment": "p#0#1",
+         "outcome": "success", "lifted": [], "object_name": "c", "counted": True},
+        end("p", 0, "p#0#1"),
+        # real-robot trials name no objects
+        {"type": "trial_start", "policy": "q", "trial": 0, "segment": "q#0#0",
+         "objects": []},
+        {"type": "attempt", "policy": "q", "trial": 0, "segment": "q#0#0",
+         "outcome": "success", "lifted": [], "object_name": None, "counted": True},
+        end("q", 0, "q#0#0"),
+    ]
+    summary = summarize(records)
+    assert summary["policies"]["p"]["objects"] == {
+        "a": {"poured": 1, "removed": 0}, "b": {"poured": 1, "removed": 1},
+        "c": {"poured": 1, "removed": 1}}
+    assert summary["policies"]["q"]["objects"] == {}
+    write_reports(tmp_path, summary)
+    text = (tmp_path / "results.md").read_text()
+    assert "| object | p | q |" in text and "| b | 1/1 |  |" in text
+    assert json.loads((tmp_path / "results.json").read_text())["policies"]["p"]["objects"][
+        "a"] == {"poured": 1, "removed": 0}
 
 
 def test_same_seed_same_outcomes() -> None:
