@@ -58,7 +58,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from gpr_ros.core.errors import GprError
-    from gpr_ros.core.network.evaluate import evaluate
+    from gpr_ros.core.network.evaluate import evaluate, plot_evaluation
 
     if args.max_scenes is not None and args.max_scenes < 1:
         print(f'gpr-ros evaluate: --max-scenes must be >= 1, got {args.max_scenes}',
@@ -87,8 +87,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         md_path.parent.mkdir(parents=True, exist_ok=True)
         md_path.write_text(markdown)
         json_path.write_text(result.to_json() + '\n')
+        png_path = plot_evaluation(result, md_path.with_suffix('.png'))
     except OSError as err:
         print(f'gpr-ros evaluate: cannot write the report ({err})', file=sys.stderr)
         return 1
-    print(f'wrote {md_path} and {json_path}')
+    print(f'wrote {md_path}, {json_path} and {png_path}')
     return 0

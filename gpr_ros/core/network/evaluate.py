@@ -29,6 +29,10 @@ Protocol (paper Sec. VI-B, Tables I and II; written the same way into every repo
 6. Coverage (extra, not in the paper): the fraction of ground-truth grasps of the evaluated
    scenes whose nearest kept prediction has D < 0.01 (a scene without kept predictions
    recovers none of its grasps).
+7. Calibration (extra): every prediction *before* the negative filter, binned by its score
+   (edges :data:`CALIBRATION_EDGES`), with the fraction of D < 0.01, D < 0.02 and width
+   error < 5 mm per bin: how far a grasp's score can be trusted, and what a ``min_score``
+   buys.
 
 A fraction with an empty denominator (no kept prediction, no ground-truth grasp) is reported
 as ``None`` (``n/a`` in Markdown), never as a division by zero.
@@ -57,6 +61,7 @@ from gpr_ros.core.network.inference import GraspDetector
 from gpr_ros.core.network.pointnet2 import gather_points
 
 __all__ = [
+    "CALIBRATION_EDGES",
     "CONFIDENCE_THRESHOLD",
     "COVERAGE_THRESHOLD",
     "PAPER_POSE_ACCURACY",
@@ -64,13 +69,16 @@ __all__ = [
     "POSE_THRESHOLDS",
     "PROTOCOL",
     "WIDTH_THRESHOLDS",
+    "CalibrationBin",
     "EvaluationError",
     "EvaluationResult",
+    "calibration",
     "GraspMatch",
     "StageMetrics",
     "StagePredictions",
     "evaluate",
     "match_to_ground_truth",
+    "plot_evaluation",
     "predict_stages",
     "stage_metrics",
 ]
@@ -81,6 +89,8 @@ WIDTH_THRESHOLDS: tuple[float, ...] = (0.0025, 0.005, 0.0075, 0.01)
 POSE_THRESHOLDS: tuple[float, ...] = (0.005, 0.01, 0.015, 0.02)
 #: D below which a ground-truth grasp counts as recovered (coverage; not in the paper).
 COVERAGE_THRESHOLD = 0.01
+#: Score bin edges of the calibration table.
+CALIBRATION_EDGES: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0)
 #: Predictions scoring below this are the "negative samples" filtered out.
 CONFIDENCE_THRESHOLD = 0.5
 
@@ -112,7 +122,9 @@ PROTOCOL = """\
    the width of the D-nearest ground-truth grasp. Pose accuracy at t (Table II): fraction of
    kept predictions with min D < t. Pooled over all kept predictions of all evaluated scenes.
 6. Coverage (extra): fraction of ground-truth grasps whose nearest kept prediction has
-   D < {cov:g}."""
+   D < {cov:g}.
+7. Calibration (extra): all predictions before the filter, binned by score; per bin the
+   fraction with D < 0.01, D < 0.02 and width error < 5 mm."""
 
 
 class EvaluationError(NetworkError):
@@ -151,6 +163,26 @@ class GraspMatch:
 
 
 @dataclass(frozen=True)
+class CalibrationBin:
+    """Predictions of one score bin (all predictions, before the negative filter).
+
+    :ivar low: lower score edge (inclusive).
+    :ivar high: upper score edge (exclusive; the last bin includes 1).
+    :ivar predictions: predictions in the bin.
+    :ivar pose_0_01: fraction with D < 0.01 (``None``: empty bin).
+    :ivar pose_0_02: fraction with D < 0.02.
+    :ivar width_5mm: fraction with a width error < 5 mm.
+    """
+
+    low: float
+    high: float
+    predictions: int
+    pose_0_01: float | None
+    pose_0_02: float | None
+    width_5mm: float | None
+
+
+@dataclass(frozen=True)
 class StageMetrics:
     """Accuracy of one stage over the evaluated scenes.
 
@@ -165,6 +197,7 @@ class StageMetrics:
     :ivar median_distance: median D to the nearest ground truth (``None``: no prediction).
     :ivar max_score: highest score before the negative filter (``None``: no proposal); shows
         whether the confidence threshold is reachable at all.
+    :ivar calibration: accuracy per score bin over all predictions (protocol item 7).
     """
 
     stage: int
@@ -177,6 +210,7 @@ class StageMetrics:
     mean_width_error: float | None
     median_distance: float | None
     max_score: float | None = None
+    calibration: tuple[CalibrationBin, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -312,12 +346,37 @@ class EvaluationResult:
             f"| highest score before filtering | {_num(s1.max_score)} | "
             f"{_num(s2.max_score)} |",
             "",
+        ]
+        lines += self._calibration_markdown()
+        lines += [
             "## Protocol",
             "",
             self.protocol(),
             "",
         ]
         return "\n".join(lines)
+
+    def _calibration_markdown(self) -> list[str]:
+        s1, s2 = self.stage1.calibration, self.stage2.calibration
+        if not s1 and not s2:
+            return []
+        lines = [
+            "## Confidence calibration (all predictions, before the filter)",
+            "",
+            "| score | stage-1 n | D < 0.01 | D < 0.02 | width < 5 mm | stage-2 n | D < 0.01 | "
+            "D < 0.02 | width < 5 mm |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        empty = CalibrationBin(0.0, 0.0, 0, None, None, None)
+        for b1, b2 in zip(s1 or [empty] * len(s2), s2 or [empty] * len(s1), strict=True):
+            ref = b1 if s1 else b2
+            cells = []
+            for b in (b1, b2):
+                cells += [str(b.predictions), _pct(b.pose_0_01), _pct(b.pose_0_02),
+                          _pct(b.width_5mm)]
+            lines.append(f"| [{ref.low:g}, {ref.high:g}{']' if ref.high >= 1.0 else ')'} | "
+                         + " | ".join(cells) + " |")
+        return [*lines, ""]
 
 
 def _fmt_value(value: Any) -> str:
@@ -447,6 +506,7 @@ def stage_metrics(
     pose_thresholds: Sequence[float] = POSE_THRESHOLDS,
     coverage_threshold: float = COVERAGE_THRESHOLD,
     max_score: float | None = None,
+    scored: Sequence[tuple[NDArray[np.float64], GraspMatch]] = (),
 ) -> StageMetrics:
     """Pool the matches of the evaluated scenes into one stage's metrics.
 
@@ -459,6 +519,8 @@ def stage_metrics(
     :param pose_thresholds: Table II thresholds (D).
     :param coverage_threshold: D below which a ground-truth grasp counts as recovered.
     :param max_score: highest score before the negative filter, reported as is.
+    :param scored: per scene, the scores of *all* predictions and their match (for the
+        calibration table; empty: no table).
     :return: the metrics.
     """
     width_error = np.concatenate([m.width_error for m in matches] or [np.zeros(0)])
@@ -477,7 +539,32 @@ def stage_metrics(
         mean_width_error=float(width_error.mean()) if n else None,
         median_distance=float(np.median(distance)) if n else None,
         max_score=None if max_score is None else float(max_score),
+        calibration=calibration(scored) if scored else (),
     )
+
+
+def calibration(scored: Sequence[tuple[NDArray[np.float64], GraspMatch]],
+                edges: Sequence[float] = CALIBRATION_EDGES) -> tuple[CalibrationBin, ...]:
+    """Accuracy per score bin (protocol item 7).
+
+    :param scored: per scene, the scores of all predictions and their match.
+    :param edges: increasing bin edges; the last bin includes its upper edge.
+    :return: one bin per pair of edges.
+    """
+    score = np.concatenate([np.asarray(s, dtype=np.float64) for s, _ in scored] or [np.zeros(0)])
+    dist = np.concatenate([m.distance for _, m in scored] or [np.zeros(0)])
+    werr = np.concatenate([m.width_error for _, m in scored] or [np.zeros(0)])
+    bins = []
+    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        last = k == len(edges) - 2
+        sel = (score >= lo) & ((score <= hi) if last else (score < hi))
+        n = int(sel.sum())
+        bins.append(CalibrationBin(
+            low=float(lo), high=float(hi), predictions=n,
+            pose_0_01=_fraction(int(np.sum(dist[sel] < 0.01)), n),
+            pose_0_02=_fraction(int(np.sum(dist[sel] < 0.02)), n),
+            width_5mm=_fraction(int(np.sum(werr[sel] < 0.005)), n)))
+    return tuple(bins)
 
 
 def _check_thresholds(values: Sequence[float], name: str) -> tuple[float, ...]:
@@ -495,6 +582,7 @@ class _Tally:
     proposals: int = 0
     max_score: float | None = None
     matches: list[GraspMatch] = field(default_factory=list)
+    scored: list[tuple[NDArray[np.float64], GraspMatch]] = field(default_factory=list)
 
 
 def evaluate(
@@ -582,10 +670,12 @@ def evaluate(
                     tally.max_score = best if tally.max_score is None else max(
                         tally.max_score, best)
                 tally.matches.append(match_to_ground_truth(kept, gt, b))
+                tally.scored.append((grasps.score, match_to_ground_truth(grasps, gt, b)))
         if progress is not None:
             progress(done, len(indices))
 
-    s1, s2 = (stage_metrics(stage, t.matches, t.proposals, widths, poses, coverage, t.max_score)
+    s1, s2 = (stage_metrics(stage, t.matches, t.proposals, widths, poses, coverage, t.max_score,
+                            t.scored)
               for stage, t in tallies.items())
     return EvaluationResult(
         data_dir=str(data_dir), model=name, model_config=summary, device=str(detector.device),
@@ -595,3 +685,60 @@ def evaluate(
         coverage_threshold=coverage, stage1=s1, stage2=s2,
         seconds=time.perf_counter() - start,
     )
+
+
+def plot_evaluation(result: EvaluationResult, path: Path | str) -> Path:
+    """Plot Tables I and II (both stages against the paper's stage 2) and the calibration.
+
+    :param result: an evaluation.
+    :param path: the PNG to write.
+    :return: the path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def pct(values: Sequence[float | None]) -> NDArray[np.float64]:
+        return np.array([np.nan if v is None else 100.0 * v for v in values])
+
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.8))
+    panels = (
+        (axes[0], [t * 1000 for t in result.width_thresholds], "width threshold (mm)",
+         "Table I: width accuracy (%)", "width_accuracy", PAPER_WIDTH_ACCURACY,
+         WIDTH_THRESHOLDS, [t * 1000 for t in WIDTH_THRESHOLDS]),
+        (axes[1], list(result.pose_thresholds), "D threshold", "Table II: pose accuracy (%)",
+         "pose_accuracy", PAPER_POSE_ACCURACY, POSE_THRESHOLDS, list(POSE_THRESHOLDS)),
+    )
+    for ax, xs, xlabel, title, key, paper, _, paper_x in panels:
+        for stage, metrics, style in ((1, result.stage1, "o--"), (2, result.stage2, "o-")):
+            ax.plot(xs, pct(getattr(metrics, key)), style, color=f"C{stage - 1}",
+                    label=f"stage {stage}")
+        ax.plot(paper_x, paper[STAGE_2], "s:", color="grey", label="paper stage 2")
+        ax.set_xlabel(xlabel)
+        ax.set_title(title)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax = axes[2]
+    for metrics, style in ((result.stage1, "o--"), (result.stage2, "o-")):
+        bins = [b for b in metrics.calibration if b.predictions]
+        if not bins:
+            continue
+        mid = [0.5 * (b.low + b.high) for b in bins]
+        colour = f"C{metrics.stage - 1}"
+        ax.plot(mid, pct([b.pose_0_02 for b in bins]), style, color=colour,
+                label=f"stage {metrics.stage}: D < 0.02")
+        ax.plot(mid, pct([b.width_5mm for b in bins]), "s:", color=colour, alpha=0.6,
+                label=f"stage {metrics.stage}: width < 5 mm")
+    ax.set_xlabel("prediction score")
+    ax.set_title("Calibration: accuracy per score bin (%)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -26,9 +26,10 @@ Services (created as ``~/NAME``: ``sim_world/reset`` etc. for the default node n
   (the camera's fixed extrinsics, the ``T_world_camera`` of every capture, map it to the world),
   else ``TRANSFORM_ERROR``. ``executed`` is false for grasps refused by the checks before
   anything moved (too wide, approach from below, outside the workspace, an approach the
-  planner's bin check refuses: :func:`gpr_ros.core.sim.gripper.plan_approach`); only executed grasps
-  advance the scene's ``attempts``. ``NO_SCENE`` before the first reset; a malformed grasp
-  (non-finite pose, zero quaternion, negative width) answers ``UNKNOWN`` with the reason.
+  planner's bin check refuses: :func:`gpr_ros.core.sim.gripper.plan_approach`); only
+  executed grasps advance the scene's ``attempts``. ``NO_SCENE`` before the first reset; a
+  malformed grasp (non-finite pose, zero quaternion, negative width) answers ``UNKNOWN``
+  with the reason.
 
 Topic: ``~/scene`` (``gpr_msgs/SimSceneState``, reliable, transient local, depth
 ``qos_depth``), published after every reset and every execution: seed, trial, protocol,

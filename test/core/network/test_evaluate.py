@@ -19,6 +19,7 @@ from gpr_ros.core.network.config import NetworkConfig
 from gpr_ros.core.network.evaluate import (
     EvaluationError,
     GraspMatch,
+    calibration,
     evaluate,
     match_to_ground_truth,
     predict_stages,
@@ -102,6 +103,25 @@ def test_metrics_on_hand_made_predictions() -> None:
     assert m.coverage == pytest.approx(1 / 3)  # only the first ground truth is within 0.01
     assert m.mean_width_error == pytest.approx((0.0024 + 0.006 + 0.009) / 5)
     assert m.median_distance == pytest.approx(0.0075)
+
+
+def test_calibration_bins_all_predictions_by_score() -> None:
+    match = GraspMatch(distance=np.array([0.005, 0.015, 0.03, 0.001, 0.012]),
+                       gt_index=np.zeros(5, dtype=np.int64),
+                       width_error=np.array([0.001, 0.006, 0.002, 0.0, 0.01]),
+                       gt_distance=np.array([0.001]))
+    scores = np.array([0.1, 0.35, 0.35, 0.95, 1.0])
+    bins = calibration([(scores, match)], edges=(0.0, 0.3, 0.5, 1.0))
+    assert [(b.low, b.high, b.predictions) for b in bins] == [(0.0, 0.3, 1), (0.3, 0.5, 2),
+                                                             (0.5, 1.0, 2)]
+    assert (bins[0].pose_0_01, bins[0].pose_0_02, bins[0].width_5mm) == (1.0, 1.0, 1.0)
+    assert (bins[1].pose_0_01, bins[1].pose_0_02, bins[1].width_5mm) == (0.0, 0.5, 0.5)
+    assert (bins[2].pose_0_01, bins[2].pose_0_02, bins[2].width_5mm) == (0.5, 1.0, 0.5)
+    empty = calibration([(scores[:1], GraspMatch(match.distance[:1], match.gt_index[:1],
+                                                 match.width_error[:1], match.gt_distance))])
+    assert empty[-1].predictions == 0 and empty[-1].pose_0_01 is None
+    m = stage_metrics(STAGE_2, [match], proposals=5, scored=[(scores, match)])
+    assert sum(b.predictions for b in m.calibration) == 5
 
 
 def test_thresholds_are_strict() -> None:
@@ -209,6 +229,11 @@ def test_reports_hold_both_stages_and_all_thresholds(dataset: Path, checkpoint: 
     assert data["paper"]["pose_accuracy_percent"]["stage2"] == [52.5, 61.2, 63.9, 65.2]
     assert data["model_config"]["epoch"] == 2 and data["scenes_evaluated"] == 1
     assert "highest score before filtering" in md
+    assert "## Confidence calibration" in md and "| [0.9, 1] |" in md
+    for stage in ("stage1", "stage2"):
+        bins = data[stage]["calibration"]
+        assert [b["low"] for b in bins] == [0.0, 0.3, 0.5, 0.7, 0.8, 0.9]
+        assert sum(b["predictions"] for b in bins) == data[stage]["proposals"]
 
 
 def test_cli_errors(dataset: Path, checkpoint: Path, tmp_path: Path,
@@ -239,6 +264,8 @@ def test_cli_writes_the_report(dataset: Path, checkpoint: Path, tmp_path: Path,
     assert main(["evaluate", "--model", str(checkpoint), "--data", str(dataset), "--out",
                  str(folder), "--max-scenes", "1", "--confidence-threshold", "0"]) == 0
     assert (folder / "evaluation.md").is_file() and (folder / "evaluation.json").is_file()
+    assert (folder / "evaluation.png").stat().st_size > 10_000
+    assert prefix.with_suffix(".png").is_file()
     data = json.loads((folder / "evaluation.json").read_text())
     assert data["confidence_threshold"] == 0.0
     assert data["stage1"]["predictions"] == data["stage1"]["proposals"] > 0
