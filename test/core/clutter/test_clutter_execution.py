@@ -105,6 +105,17 @@ def test_pregrasp_inside_an_object_is_a_collision(single_box) -> None:
     assert result.outcome is Outcome.COLLISION and result.stage == "pregrasp"
 
 
+def test_pregrasp_inside_an_object_is_a_collision_with_the_default_planner(single_box) -> None:
+    world, gripper = single_box
+    box = world.object_poses()[0][:3, 3]
+    # A horizontal approach along +x that clears the bin: 10 cm back along -x, at the
+    # pre-grasp pose, the fingers sit in the box (objects are not the planner's business).
+    grasp = Grasps([[box[0] + 0.1, box[1], max(box[2] + 0.01, 0.036)]], [[1.0, 0.0, 0.0]],
+                   [[0.0, 0.0, 1.0]], 0.01)
+    result = execute_grasp(world, gripper, grasp)
+    assert result.outcome is Outcome.COLLISION and result.stage == "pregrasp", result.message
+
+
 def test_grasp_in_empty_space_slips(single_box) -> None:
     world, gripper = single_box
     grasp = Grasps([[-0.1, -0.1, 0.05]], [[0.0, 0.0, -1.0]], [[1.0, 0.0, 0.0]], 0.03)
