@@ -200,6 +200,9 @@ def bench_e2e(repeats: int = 50, warmup: int = 3) -> None:
     e2e: list[float] = []
     reported: list[float] = []
     bare: list[float] = []
+    stages = ('preprocess', 'backbone', 'stage1', 'nms', 'stage2', 'postprocess')
+    node_stages: dict[str, list[float]] = {k: [] for k in stages}
+    bare_stages: dict[str, list[float]] = {k: [] for k in stages}
     lost = 0
     try:
         deadline = time.monotonic() + 60
@@ -228,6 +231,9 @@ def bench_e2e(repeats: int = 50, warmup: int = 3) -> None:
                 e2e.append(t1 - t0)
                 reported.append(received[sec].timing.total)
                 bare.append(t3 - t2)
+                for k in stages:
+                    node_stages[k].append(float(getattr(received[sec].timing, k)))
+                    bare_stages[k].append(float(detector.last_timing[k]))
     finally:
         node.destroy_node()
         rclpy.shutdown()
@@ -250,6 +256,9 @@ def bench_e2e(repeats: int = 50, warmup: int = 3) -> None:
     print(f'  outside the pipeline (DDS, callbacks, queue) {outside * 1000:7.1f} ms '
           f'({100 * outside / med_bare:+.1f} %); pipeline vs bare '
           f'{(med_node - med_bare) * 1000:+.1f} ms ({100 * (med_node / med_bare - 1):+.1f} %)')
+    print('  per stage, node / bare (ms): ' + ', '.join(
+        f'{k} {statistics.median(node_stages[k]) * 1000:.1f} / '
+        f'{statistics.median(bare_stages[k]) * 1000:.1f}' for k in stages))
 
 
 BENCHMARKS: dict[str, Callable[[], None]] = {
