@@ -183,20 +183,19 @@ def grasp_target(grasp_pose: ArrayLike, width: float, settings: MoveItSettings,
         approach is refused, with the reason), and how far it was moved back from the floor.
     """
     pose = np.array(grasp_pose, dtype=np.float64)
-    approach = pose[:3, 0]
-    pose[:3, 3] += settings.grasp_depth * approach
-    if min(settings.bin_size) <= 0.0:
+    if min(settings.bin_size) <= 0.0:  # no bin to check against: the depth alone
+        pose[:3, 3] += settings.grasp_depth * pose[:3, 0]
         return pose, 0.0, ''
     ix, iy, h = settings.bin_size
     cx, cy, cz = settings.bin_center
     obstacles = BinObstacles.from_dimensions(ix, iy, h, settings.bin_wall_thickness, cz,
                                              (cx, cy))
-    grasp = Grasps(pose[None, :3, 3], approach[None], pose[None, :3, 1], [width])
+    grasp = Grasps(pose[None, :3, 3], pose[None, :3, 0], pose[None, :3, 1], [width])
     opening = min(width + settings.open_clearance, max_width)
     plan = plan_bin_approach(grasp, GripperModel(max_width=max_width), obstacles, opening,
                              pregrasp_offset, ClearanceConfig(
                                  floor_clearance=settings.floor_clearance,
-                                 max_backoff=settings.max_backoff))
+                                 max_backoff=settings.max_backoff), settings.grasp_depth)
     if not plan.feasible:
         return None, 0.0, plan.reason
     pose[:3, 3] = plan.grasp.center[0]

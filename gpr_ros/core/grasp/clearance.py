@@ -207,9 +207,16 @@ def boxes_overlap(centers_a: NDArray[np.float64], rot_a: NDArray[np.float64],
     return result
 
 
+def _shifted(grasp: Grasps, distance: float) -> Grasps:
+    """The grasp moved ``distance`` along its approach (negative: back); no contacts."""
+    return Grasps(grasp.center + distance * grasp.approach, grasp.approach, grasp.closing,
+                  grasp.width, grasp.score, grasp.stage)
+
+
 def plan_bin_approach(grasp: Grasps, gripper: GripperModel, obstacles: BinObstacles,
                       opening: float, pregrasp_offset: float,
-                      config: ClearanceConfig | None = None) -> ApproachPlan:
+                      config: ClearanceConfig | None = None,
+                      depth: float = 0.0) -> ApproachPlan:
     """Check (and, near the floor, adjust) one grasp's approach; see the module docstring.
 
     :param grasp: one grasp in the bin's frame.
@@ -218,12 +225,16 @@ def plan_bin_approach(grasp: Grasps, gripper: GripperModel, obstacles: BinObstac
     :param opening: finger opening during the approach, m.
     :param pregrasp_offset: length of the approach path, m (>= 0).
     :param config: settings (default :class:`ClearanceConfig`).
+    :param depth: the gripper goes this far past the grasp centre along the approach first
+        (the executor's grasp depth), m; the back-off starts from there.
     :return: the plan; ``feasible`` is False with a reason when the approach is refused.
     :raises GeometryError: if ``grasp`` does not hold exactly one grasp.
     """
     cfg = config if config is not None else ClearanceConfig()
     if not isinstance(grasp, Grasps) or len(grasp) != 1:
         raise GeometryError("plan_bin_approach needs exactly one grasp")
+    if depth != 0.0:
+        grasp = _shifted(grasp, float(depth))
     if not cfg.enabled:
         return ApproachPlan(True, grasp)
     approach = grasp.approach[0]
@@ -241,15 +252,11 @@ def plan_bin_approach(grasp: Grasps, gripper: GripperModel, obstacles: BinObstac
                 f"the gripper would reach {need * 1000:.1f} mm too deep into the bin floor "
                 f"(max back-off {cfg.max_backoff * 1000:.0f} mm)")
         backoff = need / rise
-    moved = grasp
-    if backoff > 0.0:
-        moved = Grasps(grasp.center - backoff * approach[None, :], grasp.approach,
-                       grasp.closing, grasp.width, grasp.score, grasp.stage)
+    moved = _shifted(grasp, -backoff) if backoff > 0.0 else grasp
     offset = max(float(pregrasp_offset), 0.0)
     steps = np.linspace(0.0, offset, max(2, int(math.ceil(offset / cfg.path_step)) + 1))
-    shifts = -steps[:, None] * approach[None, :]  # (S, 3)
-    start = gripper.finger_boxes(moved, width=[max(float(opening), 0.0)]).centers[0]
-    centers = start[None, :, :] + shifts[:, None, :]  # (S, 3 boxes, 3)
+    shifts = -(backoff + steps)[:, None] * approach[None, :]  # (S, 3) from the input pose
+    centers = boxes.centers[0][None, :, :] + shifts[:, None, :]  # (S, 3 boxes, 3)
     grow = cfg.wall_clearance
     hit = boxes_overlap(centers[:, :, None, :], rot, boxes.half_extents[0][None, :, None, :],
                         obstacles.wall_centers[None, None, :, :],

@@ -614,21 +614,28 @@ def _result(outcome: Outcome, message: str, stage: str, start: float, sim_start:
 
 def precheck_grasp(grasp: Grasps, world: BinWorld, gripper: SimGripper,
                    config: ExecutionConfig) -> tuple[Outcome, str] | None:
-    """The checks made before anything moves: width, approach side, workspace.
+    """The checks made before anything moves: width, approach side, workspace, and the
+    planner's bin check (:func:`plan_approach`).
 
     :return: ``(outcome, message)`` when the grasp is refused, else ``None``.
     """
+    return _checked_plan(grasp, world, gripper, config)[0]
+
+
+def _checked_plan(grasp: Grasps, world: BinWorld, gripper: SimGripper, config: ExecutionConfig
+                  ) -> tuple[tuple[Outcome, str] | None, ApproachPlan | None]:
+    """:func:`precheck_grasp`'s refusal, or ``None`` and the plan to execute."""
     width = float(grasp.width[0])
     if width > gripper.max_width + config.width_tolerance:
         return (Outcome.WIDTH_EXCEEDED,
                 f"grasp width {width * 1000:.1f} mm exceeds the max opening "
-                f"{gripper.max_width * 1000:.1f} mm")
+                f"{gripper.max_width * 1000:.1f} mm"), None
     approach = grasp.approach[0]
     angle = math.acos(float(np.clip(-approach[2], -1.0, 1.0)))
     if angle > config.max_approach_angle + 1e-9:
         return (Outcome.UNREACHABLE,
                 f"approach {math.degrees(angle):.0f} deg from straight down exceeds "
-                f"{math.degrees(config.max_approach_angle):.0f} deg")
+                f"{math.degrees(config.max_approach_angle):.0f} deg"), None
     bin_config = world.bin_config
     center = grasp.center[0]
     m = config.workspace_margin
@@ -637,14 +644,14 @@ def precheck_grasp(grasp: Grasps, world: BinWorld, gripper: SimGripper,
               and -m <= center[2] <= bin_config.wall_height + config.workspace_top)
     if not inside:
         return (Outcome.UNREACHABLE,
-                f"grasp centre {np.round(center, 3).tolist()} is outside the workspace")
+                f"grasp centre {np.round(center, 3).tolist()} is outside the workspace"), None
     pre = center - config.pregrasp_offset * approach
     if pre[2] < 0.0:
-        return (Outcome.UNREACHABLE, "the pre-grasp pose is below the floor")
+        return (Outcome.UNREACHABLE, "the pre-grasp pose is below the floor"), None
     plan = plan_approach(grasp, world, gripper, config)
     if not plan.feasible:
-        return (Outcome.UNREACHABLE, plan.reason)
-    return None
+        return (Outcome.UNREACHABLE, plan.reason), None
+    return None, plan
 
 
 def approach_opening(width: float, gripper: SimGripper, config: ExecutionConfig) -> float:
@@ -661,13 +668,10 @@ def plan_approach(grasp: Grasps, world: BinWorld, gripper: SimGripper,
 
     :return: the plan: the grasp to execute (possibly moved back) or why it is refused.
     """
-    if config.grasp_depth > 0.0:
-        grasp = Grasps(grasp.center + config.grasp_depth * grasp.approach, grasp.approach,
-                       grasp.closing, grasp.width, grasp.score, grasp.stage)
     return plan_bin_approach(
         grasp, gripper.config.gripper, BinObstacles.from_bin_config(world.bin_config),
         approach_opening(float(grasp.width[0]), gripper, config), config.pregrasp_offset,
-        config.bin_clearance)
+        config.bin_clearance, config.grasp_depth)
 
 
 def _settle_and_cleanup(world: BinWorld, gripper: SimGripper,
@@ -730,11 +734,12 @@ def execute_grasp(world: BinWorld, gripper: SimGripper, grasp_world: Grasps,
         raise SimulationError("execute_grasp needs exactly one grasp (a Grasps of length 1)")
     start, sim_start = time.perf_counter(), float(world.data.time)
     gripper._bind(world)
-    refused = precheck_grasp(grasp_world, world, gripper, cfg)
-    if refused is not None:
+    refused, plan = _checked_plan(grasp_world, world, gripper, cfg)
+    if plan is None:
+        assert refused is not None
         return _result(refused[0], refused[1], "check", start, sim_start, world)
     try:
-        return _execute(world, gripper, grasp_world, cfg, start, sim_start)
+        return _execute(world, gripper, plan, cfg, start, sim_start)
     except SimulationError as err:
         try:
             gripper.park(world)
@@ -744,10 +749,9 @@ def execute_grasp(world: BinWorld, gripper: SimGripper, grasp_world: Grasps,
                        world)
 
 
-def _execute(world: BinWorld, gripper: SimGripper, grasp: Grasps, cfg: ExecutionConfig,
+def _execute(world: BinWorld, gripper: SimGripper, plan: ApproachPlan, cfg: ExecutionConfig,
              start: float, sim_start: float) -> AttemptResult:
     dt = float(world.model.opt.timestep)
-    plan = plan_approach(grasp, world, gripper, cfg)
     grasp = plan.grasp
     note = (f" (approach {plan.backoff * 1000:.1f} mm shorter to clear the floor)"
             if plan.backoff > 0.0 else "")
