@@ -9,6 +9,7 @@ import sys
 import time
 
 import rclpy
+from rclpy.client import Client
 from rclpy.node import Node
 from rclpy.task import Future
 
@@ -22,6 +23,26 @@ def spin_until(node: Node, future: Future, timeout: float = 20.0) -> object:
         assert time.monotonic() < deadline, f'timed out after {timeout} s'
         rclpy.spin_until_future_complete(node, future, timeout_sec=0.1)
     return future.result()
+
+
+def call_service(node: Node, client: Client, request: object, timeout: float = 30.0,
+                 attempts: int = 3) -> object:
+    """Call a service; re-send when the response is lost; fail the test after ``attempts``.
+
+    Right after discovery Fast DDS can drop a response ("failed to send response (timeout):
+    client will not receive response") while the server's reply writer is not yet matched to
+    the client, although ``service_is_ready()`` was already true: the request is sent again.
+    """
+    for _ in range(attempts):
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout / attempts
+        while not future.done() and time.monotonic() < deadline:
+            rclpy.spin_until_future_complete(node, future, timeout_sec=0.1)
+        if future.done():
+            return future.result()
+        client.remove_pending_request(future)
+    raise AssertionError(f'no response from {client.service_name} in {attempts} attempts '
+                         f'({timeout} s)')
 
 
 def spin_while(node: Node, condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]

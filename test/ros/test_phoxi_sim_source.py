@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from rclpy.client import Client
 from rclpy.node import Node
-from ros_helpers import spin_until, spin_while, start_process, stop_process
+from ros_helpers import call_service, spin_until, spin_while, start_process, stop_process
 from sensor_msgs.msg import PointCloud2
 from std_srvs.srv import Trigger
 
@@ -19,7 +19,7 @@ WORLD = ['-m', 'gpr_ros.ros.nodes.sim_world', '--ros-args', '-p', 'protocol:=pil
 
 
 def _trigger(node: Node, client: Client) -> Trigger.Response:
-    reply = spin_until(node, client.call_async(Trigger.Request()), timeout=30)
+    reply = call_service(node, client, Trigger.Request(), timeout=30)
     assert isinstance(reply, Trigger.Response)
     return reply
 
