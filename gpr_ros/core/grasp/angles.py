@@ -44,6 +44,8 @@ __all__ = [
 #: noise); below that :func:`approach_to_angles` raises unless ``clip=True``.
 APPROACH_Z_TOLERANCE = 1e-9
 _ZERO_NORM = 1e-12
+#: θ3 this close below +π/2 is the fold's other side, -π/2 (rad).
+_FOLD_TOLERANCE = 1e-12
 _TWO_PI = 2.0 * np.pi
 
 
@@ -134,7 +136,12 @@ def closing_to_theta3(closing: ArrayLike) -> NDArray[np.float64]:
         raise GeometryError(
             "closing must have a non-zero XY projection to define theta3, got r parallel to Z"
         )
-    return _wrap(np.arctan2(r[..., 1], r[..., 0]), -0.5 * np.pi, np.pi)
+    theta3 = _wrap(np.arctan2(r[..., 1], r[..., 0]), -0.5 * np.pi, np.pi)
+    # r with r_x within rounding of 0 lies on the fold: r and -r give +π/2 - ε and -π/2;
+    # snap the first to -π/2 so both have the one representation the range promises.
+    result: NDArray[np.float64] = np.where(theta3 >= 0.5 * np.pi - _FOLD_TOLERANCE,
+                                           -0.5 * np.pi, theta3)
+    return result
 
 
 def theta3_to_closing(theta3: ArrayLike, approach: ArrayLike) -> NDArray[np.float64]:
