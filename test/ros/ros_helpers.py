@@ -53,6 +53,22 @@ def spin_while(node: Node, condition, timeout: float = 20.0) -> None:  # type: i
         rclpy.spin_once(node, timeout_sec=0.1)
 
 
+def wait_for_server(node: Node, ready, timeout: float = 30.0,  # type: ignore[no-untyped-def]
+                    settle: float = 1.0) -> None:
+    """Spin until ``ready()`` (a client sees its server), then ``settle`` seconds more.
+
+    ``service_is_ready()`` says the client has matched the server; the server may match the
+    client's reply reader later, and Fast DDS drops a reply sent before that (it waits only
+    100 ms: "failed to send response (timeout): client will not receive response"). A request
+    that must not be sent twice (a trigger that advances a bag, a trial start) is sent only
+    after both sides had time to discover each other.
+    """
+    spin_while(node, lambda: not ready(), timeout=timeout)
+    end = time.monotonic() + settle
+    while time.monotonic() < end:
+        rclpy.spin_once(node, timeout_sec=0.05)
+
+
 def start_process(args: list[str]) -> subprocess.Popen[bytes]:
     """Start a Python node process with this test run's ROS environment."""
     return subprocess.Popen([sys.executable, *args], env=dict(os.environ))

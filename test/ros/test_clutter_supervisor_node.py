@@ -21,7 +21,7 @@ import pytest
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from ros_helpers import spin_until
+from ros_helpers import spin_until, wait_for_server
 
 from gpr_msgs.msg import ClutterRemovalProgress, SimSceneState
 from gpr_msgs.srv import SimResetScene, StartTrial
@@ -278,14 +278,14 @@ def test_real_mode_waits_for_the_operator(tmp_path: Path, ros_node: Node,
               50.0, 'the supervisor to wait for objects', graph)
         assert not any(m.state == P.STATE_RUNNING for m in progress)
         # the operator pours the objects ...
-        assert reset.wait_for_service(timeout_sec=10.0)
+        wait_for_server(ros_node, reset.service_is_ready, timeout=10.0)
         poured = spin_until(ros_node, reset.call_async(SimResetScene.Request(
             seed=0, trial=0, protocol='pile')), timeout=30.0)
         assert poured.success, poured.message
         total = poured.scene.objects_total
         assert total > 0
         # ... and starts the trial
-        assert start.wait_for_service(timeout_sec=10.0)
+        wait_for_server(ros_node, start.service_is_ready, timeout=10.0)
         reply = spin_until(ros_node, start.call_async(StartTrial.Request(
             objects_total=total, note='poured by the test')))
         again = spin_until(ros_node, start.call_async(StartTrial.Request(objects_total=total)))

@@ -23,7 +23,7 @@ import pytest
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rcl_interfaces.srv import DescribeParameters, ListParameters
 from rclpy.node import Node
-from ros_helpers import spin_until, stop_process
+from ros_helpers import call_service, stop_process
 import yaml
 
 from gpr_ros.ros.graph import CAMERA_GRAPH, REAL_GRAPH, SIM_GRAPH, NodeSpec, command_line
@@ -165,11 +165,11 @@ def declared(ros_node: Node, tmp_path_factory: pytest.TempPathFactory
             try:
                 assert listing.wait_for_service(timeout_sec=60.0), \
                     f'{name} did not come up:\n{(results / f"{name}.log").read_text()[-2000:]}'
-                names = spin_until(ros_node, listing.call_async(
-                    ListParameters.Request(depth=0)), timeout=30.0).result.names
+                names = call_service(ros_node, listing, ListParameters.Request(depth=0),
+                                     timeout=30.0).result.names
                 assert describe.wait_for_service(timeout_sec=10.0)
-                reply = spin_until(ros_node, describe.call_async(
-                    DescribeParameters.Request(names=list(names))), timeout=30.0)
+                reply = call_service(ros_node, describe,
+                                     DescribeParameters.Request(names=list(names)), timeout=30.0)
                 descriptors[name] = {d.name: d for d in reply.descriptors}
             finally:
                 ros_node.destroy_client(listing)

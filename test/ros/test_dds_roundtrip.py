@@ -11,7 +11,14 @@ import pytest
 from rclpy.action import ActionClient
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from ros_helpers import HELPERS, spin_until, spin_while, start_process, stop_process
+from ros_helpers import (
+    HELPERS,
+    spin_until,
+    spin_while,
+    start_process,
+    stop_process,
+    wait_for_server,
+)
 from sensor_msgs.msg import PointCloud2
 
 from gpr_msgs.action import ExecuteGrasp
@@ -58,8 +65,8 @@ def smoke_server(ros_node: Node) -> Iterator[None]:
     client = ros_node.create_client(DetectGrasps, 'detect_grasps')
     action = ActionClient(ros_node, ExecuteGrasp, 'execute_grasp')
     try:
-        spin_while(ros_node, lambda: not (client.service_is_ready()
-                                          and action.server_is_ready()), timeout=30)
+        wait_for_server(ros_node, lambda: client.service_is_ready()
+                        and action.server_is_ready(), timeout=30)
         yield
     finally:
         stop_process(proc)
@@ -68,7 +75,7 @@ def smoke_server(ros_node: Node) -> Iterator[None]:
 
 def _detect(node: Node, request: DetectGrasps.Request) -> DetectGrasps.Response:
     client = node.create_client(DetectGrasps, 'detect_grasps')
-    spin_while(node, lambda: not client.service_is_ready())
+    wait_for_server(node, client.service_is_ready)
     reply = spin_until(node, client.call_async(request))
     node.destroy_client(client)
     assert isinstance(reply, DetectGrasps.Response)

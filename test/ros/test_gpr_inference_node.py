@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 import pytest
 from rclpy.node import Node
-from ros_helpers import spin_until, spin_while, start_process, stop_process
+from ros_helpers import spin_until, spin_while, start_process, stop_process, wait_for_server
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import PointCloud2
 import torch
@@ -82,7 +82,8 @@ def node_process() -> Iterator[subprocess.Popen[bytes]]:
 
 def _call(node: Node, client, request: DetectGrasps.Request,  # type: ignore[no-untyped-def]
           proc: subprocess.Popen[bytes]) -> DetectGrasps.Response:
-    spin_while(node, lambda: not client.service_is_ready() and proc.poll() is None, timeout=30)
+    wait_for_server(node, lambda: client.service_is_ready() or proc.poll() is not None,
+                    timeout=30)
     assert proc.poll() is None, f'node exited with code {proc.returncode}'
     reply = spin_until(node, client.call_async(request), timeout=TIMEOUT_S + 10)
     assert isinstance(reply, R)
@@ -167,7 +168,7 @@ def test_a_second_concurrent_request_is_busy(ros_node: Node, client,  # type: ig
     client(DetectGrasps.Request(cloud=_cloud(points[:1000], 13)))  # service ready, node warm
     cli = ros_node.create_client(DetectGrasps, DETECT)
     try:
-        spin_while(ros_node, lambda: not cli.service_is_ready(), timeout=10)
+        wait_for_server(ros_node, cli.service_is_ready, timeout=10)
         # queue_size 1: whichever request comes second finds the first one running
         futures = [cli.call_async(DetectGrasps.Request(cloud=_cloud(points, 14)))
                    for _ in range(2)]

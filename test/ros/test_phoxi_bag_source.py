@@ -21,7 +21,7 @@ import rclpy
 from rclpy.client import Client
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from ros_helpers import spin_until, spin_while, start_process, stop_process
+from ros_helpers import spin_until, spin_while, start_process, stop_process, wait_for_server
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -146,7 +146,7 @@ def test_each_trigger_publishes_the_next_recorded_cloud_until_the_end_of_the_bag
     proc = start_process([*CAMERA[1:], '-p', f'bag_path:={bags[storage]}', '-p', 'bag_rate:=0.0',
                           *args, '-r', f'cloud:={topic}'])
     try:
-        spin_while(ros_node, lambda: not client.service_is_ready(), timeout=30)
+        wait_for_server(ros_node, client.service_is_ready, timeout=30)
         spin_while(ros_node, lambda: sub.get_publisher_count() == 0, timeout=30)
         replies = [_trigger(ros_node, client) for _ in range(NUM_CLOUDS)]
         assert all(r.success for r in replies), [r.message for r in replies]
@@ -182,7 +182,7 @@ def test_a_cloud_not_due_yet_fails_the_trigger_without_reopening_the_bag(
     proc = start_process([*CAMERA[1:], '-p', f'bag_path:={bags["mcap"]}', '-p', 'bag_rate:=0.01',
                           '-p', 'timeout_s:=0.2', '-r', 'cloud:=bag_cloud_slow'])
     try:
-        spin_while(ros_node, lambda: not client.service_is_ready(), timeout=30)
+        wait_for_server(ros_node, client.service_is_ready, timeout=30)
         spin_while(ros_node, lambda: sub.get_publisher_count() == 0, timeout=30)
         first = _trigger(ros_node, client)
         assert first.success, first.message
@@ -254,7 +254,7 @@ def test_continuous_mode_stops_at_the_end_of_the_bag(
     try:
         spin_while(ros_node, lambda: 'end of bag' not in cam.text(), timeout=30)
         count = len(received)
-        spin_while(ros_node, lambda: not client.service_is_ready(), timeout=30)
+        wait_for_server(ros_node, client.service_is_ready, timeout=30)
         reply = _trigger(ros_node, client)
         _spin_up_to(ros_node, lambda: False, 1.5)  # 30 ticks at 20 Hz
         assert cam.proc.poll() is None  # still running, only quiet
@@ -314,9 +314,9 @@ def test_gpr_inference_answers_a_replayed_cloud_with_its_stamp(
     cam = start_process([*CAMERA[1:], '-p', f'bag_path:={bags["mcap"]}', '-p', 'bag_rate:=0.0',
                          '-r', 'cloud:=bag_gpr_cloud'])
     try:
-        spin_while(ros_node, lambda: not client.service_is_ready()
-                   or ros_node.count_subscribers('/bag_gpr_cloud') < 2
-                   or ros_node.count_publishers('/bag_gpr_grasps') < 1, timeout=60)
+        wait_for_server(ros_node, lambda: client.service_is_ready()
+                        and ros_node.count_subscribers('/bag_gpr_cloud') >= 2
+                        and ros_node.count_publishers('/bag_gpr_grasps') >= 1, timeout=60)
         # the camera may see the detector a little after this node does: a cloud published
         # before that reaches only this node, so trigger the next one until one is answered
         answered: list[GraspArray] = []

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from ros_helpers import spin_until, spin_while, start_process, stop_process
+from ros_helpers import spin_until, spin_while, start_process, stop_process, wait_for_server
 from sensor_msgs.msg import PointCloud2
 from std_srvs.srv import Trigger
 
@@ -62,7 +62,7 @@ def test_software_mode_publishes_only_on_trigger(ros_node: Node) -> None:
     proc = start_process([*NODE, '--params-file', str(PARAMS), '-p', 'trigger:=software',
                           '-r', 'cloud:=test_cloud_software'])
     try:
-        spin_while(ros_node, lambda: not client.service_is_ready(), timeout=30)
+        wait_for_server(ros_node, client.service_is_ready, timeout=30)
         quiet_until = time.monotonic() + 1.0
         spin_while(ros_node, lambda: time.monotonic() < quiet_until, timeout=5)
         assert received == []  # no trigger, no cloud

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 from rclpy.client import Client
 from rclpy.node import Node
-from ros_helpers import call_service, spin_until, spin_while, start_process, stop_process
+from ros_helpers import (
+    call_service,
+    spin_until,
+    spin_while,
+    start_process,
+    stop_process,
+    wait_for_server,
+)
 from sensor_msgs.msg import PointCloud2
 from std_srvs.srv import Trigger
 
@@ -34,13 +41,13 @@ def test_sim_source_publishes_the_world_cloud_and_survives_a_missing_world(
     camera = start_process(CAMERA)
     world = None
     try:
-        spin_while(ros_node, lambda: not trigger.service_is_ready(), timeout=30)
+        wait_for_server(ros_node, trigger.service_is_ready, timeout=30)
         reply = _trigger(ros_node, trigger)
         assert not reply.success and 'not connected' in reply.message  # no world yet
 
         world = start_process(WORLD)
-        spin_while(ros_node, lambda: not (reset.service_is_ready()
-                                          and capture.service_is_ready()), timeout=60)
+        wait_for_server(ros_node, lambda: reset.service_is_ready()
+                        and capture.service_is_ready(), timeout=60)
         # the camera finds the world by itself; before a reset the world has no scene
         spin_while(ros_node, lambda: 'no scene' not in _trigger(ros_node, trigger).message,
                    timeout=30)

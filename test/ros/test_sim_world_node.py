@@ -13,7 +13,7 @@ import pytest
 from rclpy.client import Client
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from ros_helpers import spin_until, spin_while, start_process, stop_process
+from ros_helpers import spin_until, spin_while, start_process, stop_process, wait_for_server
 from scipy.spatial.transform import Rotation
 from std_msgs.msg import Header
 
@@ -57,7 +57,7 @@ def world(ros_node: Node) -> Iterator[World]:
     clients = [reset, capture, execute]
     proc = start_process([*NODE, '-p', 'protocol:=pile'])
     try:
-        spin_while(ros_node, lambda: not all(c.service_is_ready() for c in clients), timeout=60)
+        wait_for_server(ros_node, lambda: all(c.service_is_ready() for c in clients), timeout=60)
         yield World(ros_node, reset, capture, execute, scenes)
     finally:
         stop_process(proc)

@@ -16,7 +16,7 @@ import pytest
 from rclpy.action import ActionClient
 from rclpy.client import Client
 from rclpy.node import Node
-from ros_helpers import spin_until, spin_while, start_process, stop_process
+from ros_helpers import spin_until, spin_while, start_process, stop_process, wait_for_server
 from scipy.spatial.transform import Rotation
 from std_msgs.msg import Header
 
@@ -62,8 +62,8 @@ def graph(ros_node: Node) -> Iterator[Graph]:
                        '-p', 'world_service:=no_world/execute', '-p', 'timeout_s:=4.0']),
     ]
     try:
-        spin_while(ros_node, lambda: not (reset.service_is_ready() and action.server_is_ready()
-                                          and orphan.server_is_ready()), timeout=60)
+        wait_for_server(ros_node, lambda: reset.service_is_ready() and action.server_is_ready()
+                        and orphan.server_is_ready(), timeout=60)
         yield Graph(ros_node, reset, action, orphan)
     finally:
         for proc in procs:
