@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                      default=None, help='range of objects dropped per scene (default 5 10)')
     gen.add_argument('--scenes-per-shard', type=int, default=10,
                      help='scenes per shard file (default 10)')
+    gen.add_argument('--grasp-nms', type=float, default=None, metavar='D',
+                     help='NMS threshold on the grasp distance D (Eq. 1) when annotating each '
+                          'object: lower keeps denser ground-truth grasps (default 0.02)')
     gen.add_argument('--clean', action='store_true',
                      help='no sensor noise (default: structured-light noise and dropouts)')
     gen.add_argument('--cache', type=Path, default=None,
@@ -61,6 +64,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from gpr_ros.core.dataset.annotation import AnnotationConfig
     from gpr_ros.core.dataset.generate import GenerationConfig, generate
     from gpr_ros.core.dataset.objects import ObjectConfig
     from gpr_ros.core.errors import GprError
@@ -71,10 +75,14 @@ def _generate(args: argparse.Namespace) -> int:
         scene = SceneConfig()
         if args.objects_per_scene:
             scene = replace(scene, num_objects=tuple(args.objects_per_scene))
+        annotation = AnnotationConfig()
+        if args.grasp_nms is not None:
+            annotation = replace(annotation, nms_threshold=args.grasp_nms)
         config = GenerationConfig(
             num_scenes=args.scenes, seed=args.seed, object_set=str(args.objects),
             num_points=args.points, scenes_per_shard=args.scenes_per_shard, scene=scene,
-            noise=NoiseConfig(enabled=not args.clean), objects=ObjectConfig(user_units=args.units))
+            noise=NoiseConfig(enabled=not args.clean), objects=ObjectConfig(user_units=args.units),
+            annotation=annotation)
     except GprError as err:
         print(f'gpr-ros dataset generate: {err}', file=sys.stderr)
         return 2

@@ -206,6 +206,20 @@ class Manifest:
             raise StorageError(f'invalid manifest: {err}') from None
 
 
+def _differences(old: Any, new: Any, path: str = '') -> list[str]:
+    """Where two JSON-like values differ, as ``'key.sub: old -> new'`` lines."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            name = f'{path}.{key}' if path else str(key)
+            if key not in old or key not in new:
+                out.append(f'{name}: {old.get(key, "(absent)")!r} -> {new.get(key, "(absent)")!r}')
+            else:
+                out.extend(_differences(old[key], new[key], name))
+        return out
+    return [] if old == new else [f'{path}: {old!r} -> {new!r}']
+
+
 class DatasetWriter:
     """Write shards into a folder and keep its manifest up to date (atomically)."""
 
@@ -222,11 +236,16 @@ class DatasetWriter:
         path = self.root / MANIFEST
         if path.exists():
             existing = Manifest.from_json(path.read_text())
-            if (existing.config != manifest.config or existing.num_scenes != manifest.num_scenes
-                    or existing.scenes_per_shard != manifest.scenes_per_shard):
+            differences = _differences(
+                {'config': existing.config, 'num_scenes': existing.num_scenes,
+                 'scenes_per_shard': existing.scenes_per_shard},
+                {'config': manifest.config, 'num_scenes': manifest.num_scenes,
+                 'scenes_per_shard': manifest.scenes_per_shard})
+            if differences:
+                shown = '; '.join(differences[:5]) + ('; ...' if len(differences) > 5 else '')
                 raise StorageError(
                     f'{self.root} already holds a dataset generated with another config or '
-                    f'size; choose another --out folder or delete it')
+                    f'size ({shown}); choose another --out folder or delete it')
             manifest.shards = existing.shards
             manifest.info = {**manifest.info, **{k: v for k, v in existing.info.items()
                                                  if k not in manifest.info}}

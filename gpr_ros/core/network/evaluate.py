@@ -233,6 +233,10 @@ class EvaluationResult:
     :ivar stage1: metrics of the stage-1 proposals.
     :ivar stage2: metrics of their stage-2 refinements.
     :ivar seconds: wall-clock time of the evaluation.
+    :ivar ground_truth_nms: the NMS threshold on D the dataset's grasps were annotated with
+        (from its manifest; ``None`` when not recorded): ground-truth grasps of an object are
+        at least this far apart, so a valid prediction between two of them can be up to about
+        half of it from both, which bounds what Table II's small thresholds can show.
     """
 
     data_dir: str
@@ -251,6 +255,7 @@ class EvaluationResult:
     stage1: StageMetrics
     stage2: StageMetrics
     seconds: float
+    ground_truth_nms: float | None = None
 
     def stages(self) -> tuple[StageMetrics, StageMetrics]:
         """Return ``(stage1, stage2)``."""
@@ -301,6 +306,10 @@ class EvaluationResult:
             f"- data: `{self.data_dir}`",
             f"- scenes: {self.scenes_evaluated} evaluated, {self.scenes_skipped} skipped "
             f"without ground truth, {self.scenes_total} visited",
+            f"- ground truth: {self.stage1.gt_grasps} annotated grasps "
+            f"({self.stage1.gt_grasps / max(self.scenes_evaluated, 1):.0f} per scene), "
+            + (f"at least D = {self.ground_truth_nms:g} apart per object (annotation NMS)"
+               if self.ground_truth_nms is not None else "annotation NMS not recorded"),
             f"- proposals per scene after NMS: {self.max_proposals}; negatives filtered: "
             f"score < {self.confidence_threshold:g}",
             f"- device: {self.device}; time: {self.seconds:.1f} s",
@@ -683,8 +692,18 @@ def evaluate(
         max_proposals=limit, confidence_threshold=float(confidence_threshold),
         beta=(b[0], b[1], b[2]), width_thresholds=widths, pose_thresholds=poses,
         coverage_threshold=coverage, stage1=s1, stage2=s2,
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, ground_truth_nms=_annotation_nms(reader),
     )
+
+
+def _annotation_nms(reader: DatasetReader) -> float | None:
+    """The dataset's annotation NMS threshold on D, from its manifest (``None``: absent)."""
+    annotation = reader.manifest.config.get("annotation")
+    value = annotation.get("nms_threshold") if isinstance(annotation, dict) else None
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def plot_evaluation(result: EvaluationResult, path: Path | str) -> Path:

@@ -172,3 +172,31 @@ def test_cli_stats_and_show(reference: Path, tmp_path: Path) -> None:
                          capture_output=True, text=True)
     assert bad.returncode == 1 and 'not a dataset folder' in bad.stderr
     shutil.rmtree(tmp_path)
+
+
+def test_lower_grasp_nms_gives_denser_ground_truth_on_the_same_scenes(
+        reference: Path, mesh_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+    base = _config(mesh_dir).annotation
+    dense = _config(mesh_dir, annotation=AnnotationConfig(
+        num_points=base.num_points, collision_points=base.collision_points,
+        num_approaches=base.num_approaches, nms_threshold=base.nms_threshold / 2))
+    generate(dense, tmp_path, cache_dir=cache_dir)
+    sparse_reader, dense_reader = DatasetReader(reference), DatasetReader(tmp_path)
+    assert dense_reader.manifest.config['annotation']['nms_threshold'] == base.nms_threshold / 2
+    more = 0
+    for i in range(len(sparse_reader)):
+        sparse, denser = sparse_reader.scene(i), dense_reader.scene(i)
+        np.testing.assert_array_equal(sparse['points'], denser['points'])  # same scene
+        n_sparse, n_dense = len(sparse['grasp_width']), len(denser['grasp_width'])
+        assert n_dense >= n_sparse
+        more += n_dense - n_sparse
+    assert more > 0
+
+
+def test_cli_rejects_a_negative_grasp_nms(tmp_path: Path) -> None:
+    bad = subprocess.run([sys.executable, '-m', 'gpr_ros.cli', 'dataset', 'generate', '--out',
+                          str(tmp_path / 'd'), '--scenes', '1', '--grasp-nms', '-0.01'],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert 'nms_threshold' in bad.stderr and '>= 0' in bad.stderr
+    assert not (tmp_path / 'd').exists()

@@ -87,7 +87,15 @@ def test_corrupt_shard_is_regenerated(tmp_path: Path) -> None:
 
 def test_other_config_in_the_same_folder_is_refused(tmp_path: Path) -> None:
     DatasetWriter(tmp_path, _manifest())
-    with pytest.raises(StorageError, match='another config'):
+    with pytest.raises(StorageError, match='another config') as err:
         DatasetWriter(tmp_path, Manifest(config={'seed': 2}, num_scenes=5, scenes_per_shard=2))
+    assert 'config.seed: 1 -> 2' in str(err.value)  # names what differs
+    nested = Manifest(config={'seed': 1, 'annotation': {'nms_threshold': 0.02}}, num_scenes=5,
+                      scenes_per_shard=2)
+    DatasetWriter(tmp_path / 'nested', nested)
+    nested.config['annotation']['nms_threshold'] = 0.01
+    with pytest.raises(StorageError) as err:
+        DatasetWriter(tmp_path / 'nested', nested)
+    assert 'config.annotation.nms_threshold: 0.02 -> 0.01' in str(err.value)
     with pytest.raises(StorageError, match='not a dataset folder'):
         DatasetReader(tmp_path / 'nothing')

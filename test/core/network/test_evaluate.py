@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+import shutil
 
 import numpy as np
 import pytest
@@ -229,6 +230,7 @@ def test_reports_hold_both_stages_and_all_thresholds(dataset: Path, checkpoint: 
     assert data["paper"]["pose_accuracy_percent"]["stage2"] == [52.5, 61.2, 63.9, 65.2]
     assert data["model_config"]["epoch"] == 2 and data["scenes_evaluated"] == 1
     assert "highest score before filtering" in md
+    assert "annotation NMS not recorded" in md and data["ground_truth_nms"] is None
     assert "## Confidence calibration" in md and "| [0.9, 1] |" in md
     for stage in ("stage1", "stage2"):
         bins = data[stage]["calibration"]
@@ -269,3 +271,18 @@ def test_cli_writes_the_report(dataset: Path, checkpoint: Path, tmp_path: Path,
     data = json.loads((folder / "evaluation.json").read_text())
     assert data["confidence_threshold"] == 0.0
     assert data["stage1"]["predictions"] == data["stage1"]["proposals"] > 0
+
+
+def test_report_names_the_ground_truth_density_from_the_manifest(
+        dataset: Path, checkpoint: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "dense"
+    shutil.copytree(dataset, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["config"]["annotation"] = {"nms_threshold": 0.01}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    result = evaluate(checkpoint, copy, max_scenes=1)
+    assert result.ground_truth_nms == 0.01
+    gt = result.stage1.gt_grasps
+    assert f"- ground truth: {gt} annotated grasps ({gt:.0f} per scene), at least D = 0.01 " \
+        "apart per object (annotation NMS)" in result.to_markdown()
+    assert json.loads(result.to_json())["ground_truth_nms"] == 0.01
