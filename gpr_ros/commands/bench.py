@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     clutter.add_argument('--seed', type=int, default=0, help='run seed (default 0)')
     clutter.add_argument('--policies', default='gpr,stage1,antipodal,random',
                          help='comma-separated names or package.module:factory '
-                              '(default gpr,stage1,antipodal,random)')
+                              '(default gpr,stage1,antipodal,random; also oracle: the '
+                              "annotated grasps, the executor's ceiling)")
     clutter.add_argument('--model', type=Path, default=None,
                          help='GPR checkpoint (default models/gpr_default.pt in the share dir)')
     clutter.add_argument('--device', default='cpu', help='torch device (default cpu)')
@@ -70,7 +71,8 @@ def _clutter(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     model = args.model if args.model is not None else _default_model()
-    context = PolicyContext(model_path=model, device=args.device, threads=args.threads)
+    context = PolicyContext(model_path=model, device=args.device, threads=args.threads,
+                            object_set=str(args.objects), cache_dir=args.cache, units=args.units)
 
     def check(name: str, ctx: PolicyContext) -> str | None:
         if name in NETWORK_POLICIES and (ctx.model_path is None or not ctx.model_path.is_file()):

@@ -183,11 +183,13 @@ def test_goals_failing_the_checks_are_refused(graph: Graph) -> None:
     scaled.grasp.pose.orientation.x *= 2.0  # norm 2: not a unit quaternion
     no_frame = _goal(position, frame='')
     for goal, code in ((nan_goal, _R.INVALID_GOAL), (scaled, _R.INVALID_GOAL),
-                       (no_frame, _R.INVALID_GOAL), (_goal(position, 0.08), _R.WIDTH_EXCEEDED)):
+                       (no_frame, _R.INVALID_GOAL), (_goal(position, 0.08), _R.WIDTH_EXCEEDED),
+                       (_goal(position, 0.003), _R.WIDTH_EXCEEDED)):
         status, result = _result(graph, _send(graph, goal))
         assert status == GoalStatus.STATUS_ABORTED
         assert (result.error_code, result.executed, result.success) == (code, False, False), \
             result.message
+    assert 'below the min width 5.0 mm' in result.message  # the 3 mm goal
     # refused by the world's own checks: unknown frame, approach from below
     status, result = _result(graph, _send(graph, _goal(position, frame='map')))
     assert (result.error_code, result.executed) == (_R.TRANSFORM_ERROR, False)

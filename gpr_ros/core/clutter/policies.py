@@ -6,7 +6,11 @@ best first (:class:`GraspPolicy`). Built-in names:
 - ``gpr``: the GPR network, stage 2 (refined) grasps;
 - ``stage1``: the GPR network, stage-1 proposals only (no refinement);
 - ``antipodal``: :func:`gpr_ros.core.baselines.antipodal.detect_antipodal`;
-- ``random``: :func:`gpr_ros.core.baselines.random_grasps.random_grasps`.
+- ``random``: :func:`gpr_ros.core.baselines.random_grasps.random_grasps`;
+- ``oracle``: the annotated (ground-truth) grasps of the objects where they lie
+  (:mod:`gpr_ros.core.clutter.oracle`): the executor's ceiling; in-process only, since it
+  reads the simulated world (a policy with a ``see(world, observation)`` method is handed
+  both before each call).
 
 A name of the form ``package.module:factory`` imports ``factory`` and calls it with the
 :class:`PolicyContext`; it must return a :class:`GraspPolicy`. :func:`register_policy` adds
@@ -73,6 +77,10 @@ class PolicyContext:
     :ivar threads: torch CPU threads of network policies. Float32 sums depend on the thread
         count, so results are reproducible (and equal to the ROS graph's, whose inference
         node runs 1 thread by default) only for the same count.
+    :ivar object_set: the object set of the run (``'similar'``, ``'novel'`` or a folder),
+        for policies that need the objects themselves (``oracle``).
+    :ivar cache_dir: object and annotation cache (``None``: the default).
+    :ivar units: units of the meshes of a folder object set.
     """
 
     model_path: Path | None = None
@@ -80,6 +88,9 @@ class PolicyContext:
     gripper: GripperModel = field(default_factory=GripperModel)
     max_grasps: int = 20
     threads: int = 1
+    object_set: str = ""
+    cache_dir: Path | None = None
+    units: str = "m"
 
 
 class GPRPolicy:
@@ -178,6 +189,13 @@ def _gpr_factory(stage: int, name: str) -> PolicyFactory:
     return build
 
 
+def _oracle(context: PolicyContext) -> GraspPolicy:
+    from gpr_ros.core.clutter.oracle import OraclePolicy  # the dataset code only when needed
+
+    return OraclePolicy(context.object_set, context.cache_dir, context.max_grasps,
+                        context.units)
+
+
 _REGISTRY: dict[str, PolicyFactory] = {
     "gpr": _gpr_factory(STAGE_2, "gpr"),
     "stage1": _gpr_factory(STAGE_1, "stage1"),
@@ -185,6 +203,7 @@ _REGISTRY: dict[str, PolicyFactory] = {
         AntipodalConfig(gripper=context.gripper, max_grasps=context.max_grasps)),
     "random": lambda context: RandomPolicy(
         RandomGraspConfig(max_width=context.gripper.max_width)),
+    "oracle": lambda context: _oracle(context),
 }
 #: Names that need a GPR checkpoint.
 NETWORK_POLICIES = ("gpr", "stage1")

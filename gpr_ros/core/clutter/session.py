@@ -313,6 +313,9 @@ def run_trial(policy: GraspPolicy, subset: Sequence[SceneObjectSpec], config: Cl
         t1 = time.perf_counter()
         grasps = Grasps.empty()
         if len(obs) >= config.min_points:
+            see = getattr(policy, "see", None)
+            if callable(see):  # a policy that reads the world (the oracle)
+                see(tw.world, obs)
             grasps = policy(obs.points.astype(np.float32), tw.policy_rng())
         t2 = time.perf_counter()
         grasps_world = grasps.transformed(obs.T_world_camera) if len(grasps) else grasps

@@ -212,6 +212,11 @@ class ExecutionConfig:
         the floor; otherwise unreachable, m.
     :ivar workspace_top: see ``workspace_margin``, m.
     :ivar width_tolerance: widths up to max_width + this are accepted (and capped), m.
+    :ivar min_width: narrower grasps are refused before anything moves (``width_exceeded``:
+        outside the gripper's usable range), m. Closed on something thinner, the fingers
+        cannot be told apart from empty ones (``min_held_opening``), and features that thin
+        (cup rims, can lips, chain links) are what a real pad's compliance and the
+        simulator's convex collision parts both lose (default 5 mm); 0 accepts every width.
     :ivar grasp_depth: the fingertips go this far past the grasp centre along the approach,
         so the contacts (whose midpoint is the grasp centre) lie on the finger pads instead
         of at their very tips, m (less than the finger length); the bin check may then move
@@ -240,6 +245,7 @@ class ExecutionConfig:
     workspace_margin: float = 0.02
     workspace_top: float = 0.2
     width_tolerance: float = 1e-6
+    min_width: float = 0.005
     grasp_depth: float = 0.015
     bin_clearance: ClearanceConfig = field(default_factory=ClearanceConfig)
 
@@ -261,7 +267,7 @@ class ExecutionConfig:
                                                      f"ExecutionConfig.{name}"))
         for name in ("open_clearance", "squeeze_margin", "hold_time", "settle_time",
                      "min_held_opening", "collision_tolerance", "workspace_margin",
-                     "workspace_top", "width_tolerance", "grasp_depth"):
+                     "workspace_top", "width_tolerance", "grasp_depth", "min_width"):
             object.__setattr__(self, name, _non_negative(getattr(self, name),
                                                          f"ExecutionConfig.{name}"))
         angle = _non_negative(self.max_approach_angle, "ExecutionConfig.max_approach_angle")
@@ -630,6 +636,10 @@ def _checked_plan(grasp: Grasps, world: BinWorld, gripper: SimGripper, config: E
         return (Outcome.WIDTH_EXCEEDED,
                 f"grasp width {width * 1000:.1f} mm exceeds the max opening "
                 f"{gripper.max_width * 1000:.1f} mm"), None
+    if width < config.min_width:
+        return (Outcome.WIDTH_EXCEEDED,
+                f"grasp width {width * 1000:.1f} mm is below the min width "
+                f"{config.min_width * 1000:.1f} mm"), None
     approach = grasp.approach[0]
     angle = math.acos(float(np.clip(-approach[2], -1.0, 1.0)))
     if angle > config.max_approach_angle + 1e-9:

@@ -6,8 +6,8 @@ Each goal is checked first; a goal that fails a check ends ABORTED with ``execut
 - ``INVALID_GOAL``: empty ``header.frame_id``, a non-finite pose or width, a quaternion whose
   norm is off 1 by more than :data:`QUATERNION_TOLERANCE`, a negative width, a negative or
   non-finite ``pregrasp_offset`` / ``lift_height``, or a malformed contact list;
-- ``WIDTH_EXCEEDED``: a width above ``max_width`` (+ :data:`WIDTH_TOLERANCE`, as the simulated
-  gripper's own check).
+- ``WIDTH_EXCEEDED``: a width above ``max_width`` (+ :data:`WIDTH_TOLERANCE`) or below
+  ``min_width``, as the simulated gripper's own checks.
 
 Then the ``backend`` runs it, publishing feedback as each stage starts:
 
@@ -136,6 +136,7 @@ class ExecutorConfig:
 
     backend: str = 'sim'
     max_width: float = 0.05
+    min_width: float = 0.005
     pregrasp_offset: float = 0.10
     lift_height: float = 0.15
     timeout_s: float = 30.0
@@ -150,6 +151,9 @@ class ExecutorConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f'{name} is {value}; expected a finite value > 0')
+        if not (math.isfinite(self.min_width) and 0.0 <= self.min_width < self.max_width):
+            raise ConfigError(f'min_width is {self.min_width}; expected a finite value in '
+                              f'[0, max_width = {self.max_width})')
         if self.backend == 'sim' and not self.world_service:
             raise ConfigError("world_service is empty; the 'sim' backend needs the world's "
                               'SimExecuteGrasp service')
@@ -168,6 +172,9 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
                 'full ROS 2 install with a YuMi MoveIt configuration)', {}),
     'max_width': (0.05, 'maximum opening of the gripper [m]; wider goals are refused',
                   _floats(0.001, 1.0)),
+    'min_width': (0.005, 'narrower goals are refused with WIDTH_EXCEEDED [m]: fingers closed on '
+                  'something thinner cannot be told from empty ones (0: accept all)',
+                  _floats(0.0, 1.0)),
     'pregrasp_offset': (0.10, 'moveit: pre-grasp distance along -approach when the goal says 0 '
                         '[m]', _floats(0.001, 1.0)),
     'lift_height': (0.15, 'moveit: lift after closing when the goal says 0 [m]',
@@ -266,6 +273,9 @@ def check_goal(goal: ExecuteGrasp.Goal, config: ExecutorConfig) -> GraspJob:
     if width > config.max_width + WIDTH_TOLERANCE:
         raise GoalError(_R.WIDTH_EXCEEDED, f'grasp width {width * 1000:.1f} mm exceeds the max '
                         f'opening {config.max_width * 1000:.1f} mm')
+    if width < config.min_width:
+        raise GoalError(_R.WIDTH_EXCEEDED, f'grasp width {width * 1000:.1f} mm is below the min '
+                        f'width {config.min_width * 1000:.1f} mm')
     pose = np.eye(4)
     pose[:3, :3] = grasps.rotations[0]
     pose[:3, 3] = grasps.center[0]
@@ -399,6 +409,7 @@ class YumiExecutorNode(Node):
                 fields[name] = tuple(float(v) for v in fields[name])
             moveit = MoveItSettings(**fields)
         return ExecutorConfig(backend=values['backend'], max_width=float(values['max_width']),
+                              min_width=float(values['min_width']),
                               pregrasp_offset=float(values['pregrasp_offset']),
                               lift_height=float(values['lift_height']),
                               timeout_s=float(values['timeout_s']),

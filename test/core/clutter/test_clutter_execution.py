@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import trimesh
 
+from gpr_ros.core.clutter.session import executed
+from gpr_ros.core.errors import ConfigError
 from gpr_ros.core.grasp import Grasps
 from gpr_ros.core.grasp.clearance import ClearanceConfig
 from gpr_ros.core.sim.gripper import (
@@ -16,6 +18,7 @@ from gpr_ros.core.sim.gripper import (
     Outcome,
     SimGripper,
     execute_grasp,
+    precheck_grasp,
 )
 from gpr_ros.core.sim.world import BinWorld, SceneObjectSpec
 
@@ -71,6 +74,24 @@ def test_too_wide_grasp_is_refused_and_nothing_moves(single_box) -> None:
     assert result.outcome.error_code == 3
     np.testing.assert_array_equal(world.data.qpos, before_q)
     assert world.data.time == before_t and world.in_scene[0]
+
+
+def test_too_narrow_grasp_is_refused_before_anything_moves(single_box) -> None:
+    world, gripper = single_box
+    before_q, before_t = world.data.qpos.copy(), float(world.data.time)
+    grasp = topdown_grasp(world)
+    thin = Grasps(grasp.center, grasp.approach, grasp.closing, 0.003)  # below the 5 mm default
+    refusal = precheck_grasp(thin, world, gripper, ExecutionConfig())
+    assert refusal is not None and refusal[0] is Outcome.WIDTH_EXCEEDED
+    assert 'below the min width 5.0 mm' in refusal[1]
+    result = execute_grasp(world, gripper, thin)
+    assert result.outcome is Outcome.WIDTH_EXCEEDED and not executed(result)
+    np.testing.assert_array_equal(world.data.qpos, before_q)
+    assert world.data.time == before_t and world.in_scene[0]
+    # min_width 0 accepts it: the planner's other checks pass
+    assert precheck_grasp(thin, world, gripper, ExecutionConfig(min_width=0.0)) is None
+    with pytest.raises(ConfigError, match='min_width'):
+        ExecutionConfig(min_width=-0.001)
 
 
 def test_pregrasp_inside_the_wall_is_a_collision(single_box) -> None:

@@ -15,7 +15,7 @@ from gpr_ros.core.clutter.metrics import rate, wilson_interval
 from gpr_ros.core.clutter.policies import PolicyContext, make_policy
 from gpr_ros.core.clutter.protocol import ClutterConfig, ProtocolConfig
 from gpr_ros.core.clutter.runner import AttemptLog, run_benchmark, summarize, write_reports
-from gpr_ros.core.clutter.session import run_trial
+from gpr_ros.core.clutter.session import object_pool, run_trial
 from gpr_ros.core.sim.camera import CameraConfig, NoiseConfig
 from gpr_ros.core.sim.world import SceneConfig, SceneObjectSpec
 
@@ -152,3 +152,33 @@ def test_antipodal_grasps_a_box_across_its_narrow_side() -> None:
     assert abs(best.closing[0][1]) > 0.95  # across the 30 mm (y) side
     assert 0.03 <= best.width[0] <= 0.045
     assert best.approach[0][2] > 0.9  # from the camera side
+
+
+@pytest.fixture(scope="module")
+def box_folder(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("boxes")
+    for i in range(4):
+        trimesh.creation.box((0.05 + 0.005 * i, 0.025 + 0.002 * i, 0.03)).export(
+            folder / f"box_{i}.stl")
+    return folder
+
+
+def test_oracle_executes_the_annotated_grasps_of_the_objects_where_they_lie(
+        box_folder, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    pool = object_pool(str(box_folder), cache)
+    context = PolicyContext(object_set=str(box_folder), cache_dir=cache)
+    policy = make_policy("oracle", context)
+    result = run_trial(policy, pool, CONFIG, seed=3, trial=0)
+    assert result.attempts > 0 and result.successes > 0
+    executed_grasps = [r["grasp"] for r in result.records if "grasp" in r]
+    assert executed_grasps and all(g["score"] > 0 for g in executed_grasps)  # Q of the annotation
+    assert all(0.0 < g["width"] <= 0.05 for g in executed_grasps)
+    # the annotations were cached: a second oracle reads them instead of annotating again
+    assert len(list((cache / "annotations").glob("*.npz"))) >= 3
+    # it needs the world (in-process only) and an object set
+    fresh = make_policy("oracle", context)
+    with pytest.raises(PolicyUnavailableError, match="in-process"):
+        fresh(np.zeros((100, 3), dtype=np.float32), np.random.default_rng(0))
+    with pytest.raises(PolicyUnavailableError, match="object set"):
+        make_policy("oracle", PolicyContext())
