@@ -316,7 +316,7 @@ def test_refused_grasps_end_the_trial_without_an_attempt(
         tmp_path: Path, ros_node: Node, watch: Callable[[type, str], list[Any]]) -> None:
     progress = watch(P, PROGRESS)
     scenes = watch(SimSceneState, f'{SIM_WORLD.name}/scene')
-    graph = _graph(tmp_path, {'yumi_executor': {'max_width': 0.001}})
+    graph = _graph(tmp_path, {'yumi_executor': {'max_width': 0.001, 'min_width': 0.0}})
     try:
         code = _finish(ros_node, graph)
     finally:

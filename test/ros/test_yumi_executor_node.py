@@ -255,3 +255,14 @@ def test_unusable_configurations_exit_with_code_2(args: list[str], text: str) ->
     assert done.returncode == 2, done.stderr
     assert text in done.stderr
     assert 'Traceback' not in done.stderr
+
+
+def test_min_width_must_lie_below_the_max_width() -> None:
+    from gpr_ros.core.errors import ConfigError
+    from gpr_ros.ros.nodes.yumi_executor import ExecutorConfig
+
+    with pytest.raises(ConfigError, match='min_width is 0.005; expected a finite value in'):
+        ExecutorConfig(max_width=0.001)  # the 5 mm default above a 1 mm gripper
+    with pytest.raises(ConfigError, match='min_width'):
+        ExecutorConfig(min_width=-0.001)
+    assert ExecutorConfig(max_width=0.001, min_width=0.0).min_width == 0.0
