@@ -54,6 +54,12 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None,
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # A SIGINT can shut the context down while the executor builds its wait set; rclpy
+        # then raises RCLError ("the given context is not valid") instead of
+        # ExternalShutdownException. After a shutdown that is a clean stop, not a crash.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.destroy_node()
