@@ -233,6 +233,7 @@ def _replay(args: argparse.Namespace) -> int:
                 tqdm.write(f'cloud {step.index + 1}/{step.total}  t={step.timestamp_ns * 1e-9:.3f}'
                            f' s  {step.num_points} points  {result}  '
                            f'{step.latency_s * 1e3:.1f} ms', file=sys.stdout)
+                sys.stdout.flush()  # a line per cloud as it is done, also into a pipe
                 bar.update(1)
 
             with writer:
