@@ -702,6 +702,9 @@ def main(args: Sequence[str] | None = None) -> int:
         code = EXIT_INVALID_PARAMETERS
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():  # else: shut down under the executor by a SIGINT (see run_node)
+            raise
     finally:
         if node is not None:
             code = code or node.exit_code
