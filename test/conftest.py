@@ -1,6 +1,13 @@
 """Test-wide settings: DDS stays on this machine, on a domain of its own per test run."""
 
 import os
+import signal
+
+# A shell runs a background job (`make test &`) with SIGINT ignored, and an ignored signal
+# stays ignored in every process the tests start: Ctrl-C tests of the CLIs and nodes would
+# then test nothing. Restore the default so node processes get SIGINT as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Set before any rclpy.init in this process and inherited by every node process a test starts.
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
