@@ -7,7 +7,7 @@ import sys
 from typing import Any, TypeVar
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
 EXIT_INVALID_PARAMETERS = 2
@@ -34,6 +34,25 @@ def fail_response(response: _Response, code: int, message: str) -> _Response:
     return response
 
 
+def spin_until_shutdown(executor: Executor) -> None:
+    """Spin ``executor`` until Ctrl-C or a shutdown of its context; both are a clean stop.
+
+    A SIGINT can shut the context down while the executor builds its wait set; rclpy then
+    raises RCLError ("the given context is not valid") instead of ExternalShutdownException
+    (always so when the process was started with SIGINT ignored, as a background job is).
+    Any error while the context is still up propagates.
+
+    :param executor: the executor, with its nodes added.
+    """
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        if rclpy.ok():
+            raise
+
+
 def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None,
              num_threads: int = 2) -> int:
     """Initialise rclpy, spin the node on a multi-threaded executor, shut down cleanly.
@@ -51,15 +70,9 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None,
         node = factory()
         executor = MultiThreadedExecutor(num_threads=num_threads)
         executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        spin_until_shutdown(executor)
+    except KeyboardInterrupt:  # Ctrl-C while the node was being built
         pass
-    except Exception:
-        # A SIGINT can shut the context down while the executor builds its wait set; rclpy
-        # then raises RCLError ("the given context is not valid") instead of
-        # ExternalShutdownException. After a shutdown that is a clean stop, not a crash.
-        if rclpy.ok():
-            raise
     finally:
         if node is not None:
             node.destroy_node()

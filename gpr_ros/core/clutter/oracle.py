@@ -27,7 +27,7 @@ from gpr_ros.core.grasp.grasps import Grasps
 
 if TYPE_CHECKING:  # pragma: no cover
     from gpr_ros.core.sim.camera import Observation
-    from gpr_ros.core.sim.world import BinWorld
+    from gpr_ros.core.sim.world import BinConfig, BinWorld
 
 __all__ = ["OraclePolicy"]
 
@@ -66,6 +66,8 @@ class OraclePolicy:
         self._annotations: dict[str, Any] = {}
         self._world: BinWorld | None = None
         self._observation: Observation | None = None
+        #: the bin's obstacle points, made once per bin configuration
+        self._bin: tuple[BinConfig, NDArray[np.float64]] | None = None
 
     def see(self, world: BinWorld, observation: Observation) -> None:
         """The world and the observation the next call answers for (set by the runner).
@@ -97,9 +99,8 @@ class OraclePolicy:
         :return: grasps (score = Ferrari–Canny Q), best first; empty when none fits.
         :raises PolicyUnavailableError: when no world was handed over.
         """
-        from gpr_ros.core.dataset.annotation import NEGATIVE_COLLISION, UNSUITABLE
-        from gpr_ros.core.dataset.generate import bin_obstacle_points
-        from gpr_ros.core.dataset.labels import ObjectLabelSource, label_scene
+        from gpr_ros.core.dataset.generate import bin_obstacle_points, label_source
+        from gpr_ros.core.dataset.labels import label_scene
 
         world, obs = self._world, self._observation
         if world is None or obs is None:
@@ -109,21 +110,14 @@ class OraclePolicy:
         if len(obs) == 0:
             return Grasps.empty()
         poses = world.object_poses()
-        sources = []
-        for k, spec in enumerate(world.objects):
-            if not world.in_scene[k]:
-                continue
-            ann = self._annotation(spec.name)
-            sources.append(ObjectLabelSource(
-                index=k, pose=poses[k], grasps=ann.grasps,
-                unsuitable_points=ann.points[ann.point_labels == UNSUITABLE],
-                surface_points=ann.points,
-                collision_points=ann.points[ann.point_labels == NEGATIVE_COLLISION]))
+        sources = [label_source(k, poses[k], self._annotation(spec.name))
+                   for k, spec in enumerate(world.objects) if world.in_scene[k]]
+        if self._bin is None or self._bin[0] != world.bin_config:
+            self._bin = (world.bin_config, bin_obstacle_points(world.bin_config))
         pick = (np.arange(len(obs)) if len(obs) <= LABEL_POINTS
                 else np.sort(rng.choice(len(obs), size=LABEL_POINTS, replace=False)))
         labels = label_scene(obs.points[pick], obs.object_index[pick], obs.T_world_camera,
-                             sources, bin_obstacle_points(world.bin_config), self.config.gripper,
-                             self.config.labels)
+                             sources, self._bin[1], self.config.gripper, self.config.labels)
         grasps = labels.grasps
         if len(grasps) == 0:
             return grasps

@@ -203,7 +203,7 @@ _REGISTRY: dict[str, PolicyFactory] = {
         AntipodalConfig(gripper=context.gripper, max_grasps=context.max_grasps)),
     "random": lambda context: RandomPolicy(
         RandomGraspConfig(max_width=context.gripper.max_width)),
-    "oracle": lambda context: _oracle(context),
+    "oracle": _oracle,
 }
 #: Names that need a GPR checkpoint.
 NETWORK_POLICIES = ("gpr", "stage1")

@@ -172,6 +172,22 @@ def annotate_model(model: ObjectModel, config: GenerationConfig,
                                   config.gripper, config.annotation, seed)
 
 
+def label_source(index: int, pose: NDArray[np.float64],
+                 annotation: ObjectAnnotation) -> ObjectLabelSource:
+    """An annotated object where it lies, as :func:`~.labels.label_scene` takes it.
+
+    :param index: the object's index in the scene.
+    :param pose: its 4x4 pose in the world.
+    :param annotation: its single-object annotation.
+    :return: the label source.
+    """
+    return ObjectLabelSource(
+        index=index, pose=pose, grasps=annotation.grasps,
+        unsuitable_points=annotation.points[annotation.point_labels == UNSUITABLE],
+        surface_points=annotation.points,
+        collision_points=annotation.points[annotation.point_labels == NEGATIVE_COLLISION])
+
+
 class SceneGenerator:
     """Makes scenes for one config; holds the object set, annotations and a MuJoCo world."""
 
@@ -222,12 +238,7 @@ class SceneGenerator:
         for k, obj_id in enumerate(ids):
             if not state.in_bin[k]:
                 continue
-            ann = self.annotations[obj_id]
-            sources.append(ObjectLabelSource(
-                index=k, pose=state.poses[k], grasps=ann.grasps,
-                unsuitable_points=ann.points[ann.point_labels == UNSUITABLE],
-                surface_points=ann.points,
-                collision_points=ann.points[ann.point_labels == NEGATIVE_COLLISION]))
+            sources.append(label_source(k, state.poses[k], self.annotations[obj_id]))
         labels = label_scene(points, point_object, obs.T_world_camera, sources, self.bin_points,
                              cfg.gripper, cfg.labels)
         return {

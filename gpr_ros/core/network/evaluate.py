@@ -725,11 +725,11 @@ def plot_evaluation(result: EvaluationResult, path: Path | str) -> Path:
     panels = (
         (axes[0], [t * 1000 for t in result.width_thresholds], "width threshold (mm)",
          "Table I: width accuracy (%)", "width_accuracy", PAPER_WIDTH_ACCURACY,
-         WIDTH_THRESHOLDS, [t * 1000 for t in WIDTH_THRESHOLDS]),
+         [t * 1000 for t in WIDTH_THRESHOLDS]),
         (axes[1], list(result.pose_thresholds), "D threshold", "Table II: pose accuracy (%)",
-         "pose_accuracy", PAPER_POSE_ACCURACY, POSE_THRESHOLDS, list(POSE_THRESHOLDS)),
+         "pose_accuracy", PAPER_POSE_ACCURACY, list(POSE_THRESHOLDS)),
     )
-    for ax, xs, xlabel, title, key, paper, _, paper_x in panels:
+    for ax, xs, xlabel, title, key, paper, paper_x in panels:
         for stage, metrics, style in ((1, result.stage1, "o--"), (2, result.stage2, "o-")):
             ax.plot(xs, pct(getattr(metrics, key)), style, color=f"C{stage - 1}",
                     label=f"stage {stage}")

@@ -47,7 +47,7 @@ import rclpy
 from rclpy.action import ActionClient
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
@@ -64,6 +64,7 @@ from gpr_ros.core.clutter.runner import AttemptLog, completed_trials, summarize,
 from gpr_ros.core.clutter.session import TrialBook
 from gpr_ros.core.errors import ConfigError, GprError
 from gpr_ros.ros.conversions import cloud_to_xyz, msgs_to_grasps
+from gpr_ros.ros.runtime import spin_until_shutdown
 
 MODES = ('sim', 'real')
 EXIT_INVALID_PARAMETERS = 2
@@ -697,14 +698,11 @@ def main(args: Sequence[str] | None = None) -> int:
         node = ClutterRemovalSupervisor()
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
-        executor.spin()
+        spin_until_shutdown(executor)
     except NodeStartupError:
         code = EXIT_INVALID_PARAMETERS
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except KeyboardInterrupt:  # Ctrl-C while the node was being built
         pass
-    except Exception:
-        if rclpy.ok():  # else: shut down under the executor by a SIGINT (see run_node)
-            raise
     finally:
         if node is not None:
             code = code or node.exit_code
