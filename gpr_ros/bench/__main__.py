@@ -144,7 +144,10 @@ def bench_e2e(repeats: int = 50, warmup: int = 3) -> None:
     minus ``timing.total``: DDS both ways, callbacks, queue hand-off) and the pipeline itself
     (``timing.total`` minus bare: cloud conversion, frames, message building). On a loaded
     machine the medians wander by several ms between runs; the split shows what is
-    structural.
+    structural. Both sides run as the node does: one torch thread, freed memory retained
+    (:func:`retain_freed_memory`, the node's ``malloc_retain_mb``); the GraspArray is received
+    by an executor of its own (``rclpy.spin_once(node)`` would add and remove the node on the
+    global executor around every wait).
 
     :param repeats: timed clouds.
     :param warmup: untimed clouds first.
@@ -155,13 +158,14 @@ def bench_e2e(repeats: int = 50, warmup: int = 3) -> None:
 
     from builtin_interfaces.msg import Time
     import rclpy
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import PointCloud2
     import torch
     import trimesh
 
     from gpr_msgs.msg import GraspArray
-    from gpr_ros.core.network.inference import GraspDetector
+    from gpr_ros.core.network.inference import GraspDetector, retain_freed_memory
     from gpr_ros.core.sim.world import BinWorld, SceneObjectSpec
     from gpr_ros.resources import share_dir
     from gpr_ros.ros.conversions import cloud_to_xyz, xyz_to_cloud
@@ -189,9 +193,12 @@ def bench_e2e(repeats: int = 50, warmup: int = 3) -> None:
          '--params-file', str(params), '-r', 'cloud:=bench_cloud', '-r', 'grasps:=bench_grasps',
          '-r', 'grasp_markers:=bench_grasp_markers'], env=dict(os.environ))
     torch.set_num_threads(1)
+    retain_freed_memory(256)
     detector = GraspDetector.from_checkpoint(default_model_path(), seed=0)
     rclpy.init()
     node = rclpy.create_node('bench_e2e')
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
     received: dict[int, GraspArray] = {}
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     node.create_subscription(GraspArray, 'bench_grasps',
@@ -209,7 +216,7 @@ def bench_e2e(repeats: int = 50, warmup: int = 3) -> None:
         while pub.get_subscription_count() == 0 or node.count_publishers('bench_grasps') == 0:
             if node_proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f'gpr_inference did not come up (exit {node_proc.poll()})')
-            rclpy.spin_once(node, timeout_sec=0.1)
+            executor.spin_once(timeout_sec=0.1)
         for i in range(warmup + repeats):
             sec = i + 1
             msg = xyz_to_cloud(points, frame_id='camera_optical_frame', stamp=Time(sec=sec))
@@ -217,7 +224,7 @@ def bench_e2e(repeats: int = 50, warmup: int = 3) -> None:
                 t0 = time.perf_counter()
                 pub.publish(msg)
                 while sec not in received and time.perf_counter() - t0 < 2.0:
-                    rclpy.spin_once(node, timeout_sec=0.5)
+                    executor.spin_once(timeout_sec=0.5)
                 if sec in received:
                     break
                 lost += 1
@@ -235,6 +242,7 @@ def bench_e2e(repeats: int = 50, warmup: int = 3) -> None:
                     node_stages[k].append(float(getattr(received[sec].timing, k)))
                     bare_stages[k].append(float(detector.last_timing[k]))
     finally:
+        executor.shutdown()
         node.destroy_node()
         rclpy.shutdown()
         node_proc.send_signal(2)

@@ -19,10 +19,11 @@ back with :func:`msg_to_scene`) and an attempt of the simulated gripper a
 from __future__ import annotations
 
 from collections.abc import Sequence
+import sys
 from typing import TYPE_CHECKING, Any
 
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Point, Pose
+from geometry_msgs.msg import Point, Pose, Quaternion
 import numpy as np
 from numpy.typing import NDArray
 from sensor_msgs.msg import PointCloud2, PointField
@@ -136,6 +137,32 @@ def cloud_to_structured(msg: PointCloud2) -> NDArray[np.void]:
     return rows.view(dtype).reshape(msg.height, msg.width)
 
 
+def _packed_float32_xyz(msg: PointCloud2) -> NDArray[np.float32] | None:
+    """(N, 3) strided float32 view of x, y, z when they are the first three native float32s.
+
+    The common layout (this package's clouds, PCL's, most drivers'): x, y, z float32 at
+    offsets 0, 4 and 8, native byte order, no row padding, ``point_step`` a multiple of 4.
+    None for any other layout (the general path then reads the structured array).
+    """
+    offsets = {f.name: (f.offset, f.datatype) for f in msg.fields}
+    if (offsets.get('x') != (0, PointField.FLOAT32) or offsets.get('y') != (4, PointField.FLOAT32)
+            or offsets.get('z') != (8, PointField.FLOAT32)):
+        return None
+    if (bool(msg.is_bigendian) != (sys.byteorder == 'big') or msg.point_step < 12
+            or msg.point_step % 4 or msg.row_step != msg.width * msg.point_step):
+        return None
+    data = msg.data
+    if len(data) != msg.row_step * msg.height:
+        return None  # the general path names the inconsistency
+    try:
+        buf = np.frombuffer(data, dtype=np.uint8)
+    except TypeError:
+        buf = np.asarray(data, dtype=np.uint8)
+    if buf.size == 0:
+        return np.empty((0, 3), dtype=np.float32)
+    return buf.view(np.float32).reshape(-1, msg.point_step // 4)[:, :3]
+
+
 def cloud_to_xyz(msg: PointCloud2, *, remove_nans: bool = True,
                  dtype: type[np.floating] = np.float32) -> NDArray[np.floating]:
     """Read the x, y, z coordinates of a cloud.
@@ -157,6 +184,12 @@ def cloud_to_xyz(msg: PointCloud2, *, remove_nans: bool = True,
     for f in msg.fields:
         if f.name in 'xyz' and len(f.name) == 1 and f.count != 1:
             raise CloudFormatError(f'field {f.name!r} has count {f.count}; expected 1')
+    fast = _packed_float32_xyz(msg) if remove_nans else None
+    if fast is not None:
+        finite = np.isfinite(fast)
+        if finite.all():
+            return np.array(fast, dtype=dtype)
+        return np.ascontiguousarray(fast[finite.all(axis=1)], dtype=dtype)
     arr = cloud_to_structured(msg)
     xyz = np.stack([arr[c].astype(dtype, copy=False) for c in 'xyz'], axis=-1)
     if remove_nans:
@@ -275,22 +308,18 @@ def grasps_to_msgs(grasps: Grasps) -> list[Grasp]:
     :param grasps: the grasps (frame convention in ``gpr_msgs/msg/Grasp.msg``).
     :return: one message per grasp; ``contacts`` filled when the set has contacts.
     """
-    poses = grasps.poses
+    # Plain Python floats and keyword construction: a node builds these on every cloud.
+    rows = zip(grasps.poses.tolist(), np.asarray(grasps.width, dtype=np.float64).tolist(),
+               np.asarray(grasps.score, dtype=np.float64).tolist(),
+               np.asarray(grasps.stage).astype(int).tolist(), strict=True)
+    contacts = None if grasps.contacts is None else np.asarray(grasps.contacts).tolist()
     out: list[Grasp] = []
-    contacts = grasps.contacts
-    for i in range(len(grasps)):
-        x, y, z, qx, qy, qz, qw = (float(v) for v in poses[i])
-        msg = Grasp()
-        msg.pose = Pose()
-        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = x, y, z
-        o = msg.pose.orientation
-        o.x, o.y, o.z, o.w = qx, qy, qz, qw
-        msg.width = float(grasps.width[i])
-        msg.score = float(grasps.score[i])
-        msg.stage = int(grasps.stage[i])
+    for i, ((x, y, z, qx, qy, qz, qw), width, score, stage) in enumerate(rows):
+        msg = Grasp(pose=Pose(position=Point(x=x, y=y, z=z),
+                              orientation=Quaternion(x=qx, y=qy, z=qz, w=qw)),
+                    width=width, score=score, stage=stage)
         if contacts is not None:
-            msg.contacts = [Point(x=float(c[0]), y=float(c[1]), z=float(c[2]))
-                            for c in contacts[i]]
+            msg.contacts = [Point(x=cx, y=cy, z=cz) for cx, cy, cz in contacts[i]]
         out.append(msg)
     return out
 

@@ -95,6 +95,27 @@ def test_padding_between_points_and_rows_is_skipped() -> None:
     np.testing.assert_array_equal(cloud_to_xyz(msg), np.array(expected))
 
 
+@pytest.mark.parametrize('point_step', [12, 16, 32])
+def test_packed_float32_clouds_read_like_the_general_path(point_step: int) -> None:
+    # x, y, z float32 at 0/4/8 and no row padding take a strided fast path; it must give
+    # exactly what the structured-array path gives, NaN rows dropped, a copy not a view.
+    rng = np.random.default_rng(3)
+    n = 257
+    raw = rng.uniform(-1, 1, (n, point_step // 4)).astype('<f4')
+    raw[[5, 77], 1] = np.nan
+    raw[200, 2] = np.inf
+    msg = _handmade(_xyz_fields(), point_step, raw.tobytes(), width=n)
+    got = cloud_to_xyz(msg)
+    keep = np.isfinite(raw[:, :3]).all(axis=1)
+    np.testing.assert_array_equal(got, raw[keep, :3])
+    assert got.dtype == np.float32 and got.flags.c_contiguous and got.flags.writeable
+    got[0, 0] = 42.0  # the message keeps its bytes
+    assert np.frombuffer(msg.data, dtype='<f4')[0] != 42.0
+    np.testing.assert_array_equal(cloud_to_xyz(msg, dtype=np.float64), raw[keep, :3])
+    full = cloud_to_xyz(msg, remove_nans=False)
+    np.testing.assert_array_equal(full, raw[:, :3])
+
+
 def test_int16_millimetre_fields_are_read() -> None:
     data = np.array([[1000, -20, 1300], [5, 6, 7]], dtype='<i2').tobytes()
     msg = _handmade(_xyz_fields(PointField.INT16, 2), 6, data, width=2)

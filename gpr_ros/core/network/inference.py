@@ -33,7 +33,19 @@ from gpr_ros.core.network.model import GPRNet
 from gpr_ros.core.network.pointnet2 import gather_points
 from gpr_ros.core.network.sampling import precompute_groups, reference_groups
 
-__all__ = ["TIMING_FIELDS", "GraspDetector", "benchmark_inference", "benchmark_reference"]
+__all__ = [
+    "TIMING_FIELDS",
+    "GraspDetector",
+    "benchmark_inference",
+    "benchmark_reference",
+    "retain_freed_memory",
+]
+
+#: glibc ``mallopt`` parameters.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+#: Largest mmap threshold glibc accepts on 64-bit (``DEFAULT_MMAP_THRESHOLD_MAX``), bytes.
+_MAX_MMAP_THRESHOLD = 32 * 1024 * 1024
 
 #: Stage keys of the timing dict, as in ``gpr_msgs/msg/InferenceTiming.msg`` (seconds).
 TIMING_FIELDS = ("preprocess", "backbone", "stage1", "nms", "stage2", "postprocess", "total")
@@ -184,6 +196,43 @@ class GraspDetector:
             return Grasps.empty()
         return Grasps(c[order], r[order, :, 0], r[order, :, 1], np.clip(w[order], 0.0, max_width),
                       s[order], stage)
+
+
+def retain_freed_memory(megabytes: int = 256) -> bool:
+    """Let the process keep freed memory in its heap instead of returning it to the OS.
+
+    With glibc's defaults a detection frees its large intermediate arrays back to the kernel
+    (``munmap`` / heap trimming) and the next detection page-faults them in again; in a
+    worker thread (a non-main malloc arena, trimmed eagerly) that cost 1-3 ms of a ~40 ms
+    detection on the 2-core CPU (docs/benchmarks.md). This raises glibc's mmap threshold to
+    ``min(megabytes, 32)`` MB and its trim threshold to ``megabytes`` MB, process-wide, so the
+    process keeps up to that much freed memory for reuse. Call it once at start-up in
+    processes that detect repeatedly (the ``gpr_inference`` node does, parameter
+    ``malloc_retain_mb``).
+
+    :param megabytes: freed memory kept, MB; 0 changes nothing.
+    :return: True when the thresholds were set; False for 0, or where the C library has no
+        ``mallopt`` (not glibc: musl, macOS, Windows).
+    :raises ValueError: for a negative ``megabytes``.
+    """
+    if megabytes < 0:
+        raise ValueError(f"megabytes must be >= 0, got {megabytes}")
+    if megabytes == 0:
+        return False
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    size = int(megabytes) * 1024 * 1024
+    mmap_ok = mallopt(_M_MMAP_THRESHOLD, min(size, _MAX_MMAP_THRESHOLD))
+    trim_ok = mallopt(_M_TRIM_THRESHOLD, min(size, 2**31 - 1))
+    return bool(mmap_ok and trim_ok)
 
 
 def _median_timing(runs: list[dict[str, Any]]) -> dict[str, float]:
