@@ -131,6 +131,14 @@ class ProtocolConfig:
         return result
 
 
+#: MuJoCo frictional-to-normal impedance ratio (elliptic cones) of the grasping simulation.
+#: At 1 (MuJoCo's default, kept for pouring dataset scenes) friction is as soft as the normal
+#: contact and a held object creeps out under its own weight even inside the friction cone;
+#: 10 is the value MuJoCo's documentation and Menagerie's grasping scenes use against slip.
+#: The friction coefficients, and so the friction limit itself, are unchanged.
+GRASP_IMPRATIO = 10.0
+
+
 @dataclass(frozen=True)
 class ClutterConfig:
     """Everything a clutter-removal trial needs besides the policy and the objects.
@@ -139,7 +147,11 @@ class ClutterConfig:
     :ivar camera: the camera.
     :ivar noise: sensor noise (``enabled=False`` for clean clouds).
     :ivar bin: the bin.
-    :ivar scene: simulation and pouring settings (``num_objects`` is ignored).
+    :ivar scene: simulation and pouring settings (``num_objects`` is ignored). The default
+        differs from :class:`SceneConfig`'s in one value: ``impratio`` =
+        :data:`GRASP_IMPRATIO`, so that a grasp inside its friction cone holds instead of
+        creeping out of the fingers (MuJoCo's soft friction constraints let a load below the
+        friction limit slide at the default ratio of 1; docs/simulation.md).
     :ivar gripper: the simulated gripper.
     :ivar execution: how grasps are executed.
     :ivar min_points: a cloud with fewer points counts as an empty bin view (no grasp).
@@ -149,7 +161,7 @@ class ClutterConfig:
     camera: CameraConfig = field(default_factory=CameraConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     bin: BinConfig = field(default_factory=BinConfig)
-    scene: SceneConfig = field(default_factory=SceneConfig)
+    scene: SceneConfig = field(default_factory=lambda: SceneConfig(impratio=GRASP_IMPRATIO))
     gripper: GripperSimConfig = field(default_factory=GripperSimConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     min_points: int = 50
