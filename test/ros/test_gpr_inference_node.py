@@ -191,13 +191,16 @@ def test_topic_cloud_gives_grasps_and_markers(ros_node: Node, client,  # type: i
     cloud = _cloud(points[np.random.default_rng(0).permutation(len(points))[:16_384]], 21)
     try:
         deadline = time.monotonic() + TIMEOUT_S
-        while not any(g.header.stamp.sec == 21 for g in grasps):  # discovery may take a while
-            assert time.monotonic() < deadline, 'no GraspArray for the published cloud'
+
+        def both() -> bool:  # markers are built only once the node sees our subscription
+            return (any(g.header.stamp.sec == 21 for g in grasps)
+                    and any(m.markers and m.markers[0].header.stamp.sec == 21 for m in markers))
+
+        while not both():  # discovery may take a while
+            assert time.monotonic() < deadline, 'no GraspArray and markers for the cloud'
             pub.publish(cloud)
             until = time.monotonic() + 1.0
-            spin_while(ros_node, lambda u=until: time.monotonic() < u and not grasps, timeout=5)
-        spin_while(ros_node, lambda: not any(m.markers and m.markers[0].header.stamp.sec == 21
-                                             for m in markers), timeout=10)
+            spin_while(ros_node, lambda u=until: time.monotonic() < u and not both(), timeout=5)
     finally:
         for sub in subs:
             ros_node.destroy_subscription(sub)
