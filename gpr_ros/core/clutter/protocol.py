@@ -52,6 +52,7 @@ from gpr_ros.core.validation import (
 )
 
 __all__ = [
+    "GRASP_IMPRATIO",
     "PROTOCOL_NAMES",
     "ClutterConfig",
     "ProtocolConfig",
@@ -151,7 +152,7 @@ class ClutterConfig:
         differs from :class:`SceneConfig`'s in one value: ``impratio`` =
         :data:`GRASP_IMPRATIO`, so that a grasp inside its friction cone holds instead of
         creeping out of the fingers (MuJoCo's soft friction constraints let a load below the
-        friction limit slide at the default ratio of 1; docs/simulation.md).
+        friction limit slide at the default ratio of 1; README, "Simulated clutter removal").
     :ivar gripper: the simulated gripper.
     :ivar execution: how grasps are executed.
     :ivar min_points: a cloud with fewer points counts as an empty bin view (no grasp).

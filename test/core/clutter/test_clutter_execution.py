@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import trimesh
 
+from gpr_ros.core.clutter.protocol import GRASP_IMPRATIO, ClutterConfig
 from gpr_ros.core.clutter.session import executed
 from gpr_ros.core.errors import ConfigError
 from gpr_ros.core.grasp import Grasps
@@ -20,7 +21,7 @@ from gpr_ros.core.sim.gripper import (
     execute_grasp,
     precheck_grasp,
 )
-from gpr_ros.core.sim.world import BinWorld, SceneObjectSpec
+from gpr_ros.core.sim.world import BinWorld, SceneConfig, SceneObjectSpec
 
 #: Execution of the grasp pose as given, without the planner's bin check: the physics alone
 #: judges bin contacts.
@@ -180,3 +181,34 @@ def test_camera_does_not_see_the_gripper(single_box) -> None:
     gripper_geoms = np.flatnonzero(world.model.geom_group == GROUP_GRIPPER)
     assert np.isin(seen.geom_id, gripper_geoms).any()
     assert not np.isin(hidden.geom_id, gripper_geoms).any()
+
+
+def _sphere_world(scene: SceneConfig, mass: float) -> tuple[BinWorld, SimGripper]:
+    mesh = trimesh.creation.icosphere(subdivisions=3, radius=0.02)
+    spec = SceneObjectSpec(name="ball", parts=((np.asarray(mesh.vertices) - mesh.center_mass,
+                                                np.asarray(mesh.faces)),), mass=mass)
+    gripper = SimGripper()
+    world = BinWorld(scene=scene, spec_hooks=[gripper.spec_hook])
+    world.drop_objects([spec], np.random.default_rng(0), spawn_positions=[(0.0, 0.0, 0.1)])
+    return world, gripper
+
+
+@pytest.mark.parametrize("mass", [0.2, 1.0])
+def test_a_ball_held_well_inside_the_friction_cone_does_not_creep_out(mass: float) -> None:
+    # Two point contacts at the equator, 20 N each with pad friction 0.8: 32 N of friction
+    # against 2-10 N of weight. The clutter simulation's friction (impratio 10) holds it for
+    # 2 s; MuJoCo's default (impratio 1) lets it creep out of the fingers, which is why the
+    # clutter simulation does not use the default.
+    execution = ExecutionConfig(grasp_depth=0.0, hold_time=2.0)
+    results = {}
+    for name, scene in (("clutter", ClutterConfig().scene),
+                        ("mujoco default", SceneConfig(impratio=1.0))):
+        world, gripper = _sphere_world(scene, mass)
+        centre = world.object_poses()[0][:3, 3]
+        grasp = Grasps(centre[None], [[0.0, 0.0, -1.0]], [[1.0, 0.0, 0.0]], 0.05)
+        results[name] = execute_grasp(world, gripper, grasp, execution)
+    assert ClutterConfig().scene.impratio == GRASP_IMPRATIO > 1.0
+    assert results["clutter"].outcome is Outcome.SUCCESS, results["clutter"].message
+    assert 0.035 < results["clutter"].finger_width < 0.04  # held across the 40 mm ball
+    assert results["mujoco default"].outcome is Outcome.SLIP
+    assert results["mujoco default"].stage == "lift"
