@@ -35,17 +35,23 @@ def bench_geometry() -> None:
 
 
 def bench_conversions() -> None:
-    """PointCloud2 <-> numpy for a 16,384-point and a full PhoXi-size organized cloud."""
+    """PointCloud2 <-> numpy for a 16,384-point and a full PhoXi-size organized cloud.
+
+    The organized cloud is read twice: all points valid, and with 30 % of them NaN (invalid
+    pixels, as a real bin view has: the reader then drops them).
+    """
     from gpr_ros.ros.conversions import cloud_to_xyz, xyz_to_cloud
     rng = np.random.default_rng(0)
-    for shape in ((16_384, 3), (772, 1032, 3)):
+    for shape, invalid in (((16_384, 3), 0.0), ((772, 1032, 3), 0.0), ((772, 1032, 3), 0.3)):
         pts = rng.uniform(0, 1.3, shape).astype(np.float32)
+        pts[rng.uniform(size=shape[:-1]) < invalid] = np.nan
         msg = xyz_to_cloud(pts, frame_id='camera')
         t_to = _timeit(lambda pts=pts: xyz_to_cloud(pts, frame_id='camera'))
         t_from = _timeit(lambda msg=msg: cloud_to_xyz(msg))
         n = int(np.prod(shape[:-1]))
-        print(f'xyz_to_cloud         {n:>7} points  {t_to * 1000:8.2f} ms')
-        print(f'cloud_to_xyz         {n:>7} points  {t_from * 1000:8.2f} ms')
+        note = f', {invalid:.0%} NaN' if invalid else ''
+        print(f'xyz_to_cloud         {n:>7} points{note:9} {t_to * 1000:8.2f} ms')
+        print(f'cloud_to_xyz         {n:>7} points{note:9} {t_from * 1000:8.2f} ms')
 
 
 def bench_dataset() -> None:
