@@ -140,20 +140,21 @@ def bench_network() -> None:
 def bench_e2e(repeats: int = 50, warmup: int = 3) -> None:
     """GPR inference node end to end: cloud published -> GraspArray received, over DDS.
 
-    Starts ``gpr_inference`` (``config/gpr_inference.yaml``, markers on) as its own process,
-    publishes a 16,384-point simulated bin cloud (reliable) ``repeats`` times, each time waiting
-    for its ``GraspArray`` (re-sent after 2 s when the node's best-effort subscription missed
-    it; the lost attempt is not timed), and after each one times bare in-process
-    :meth:`GraspDetector.detect` on the same points (one torch thread, as the node), so both
-    see the same machine load. Reports medians, the overhead of the node over bare detection
-    (target <= 10 %) and its split: outside the pipeline (the median per cloud of end to end
-    minus ``timing.total``: DDS both ways, callbacks, queue hand-off) and the pipeline itself
-    (``timing.total`` minus bare: cloud conversion, frames, message building). On a loaded
-    machine the medians wander by several ms between runs; the split shows what is
-    structural. Both sides run as the node does: one torch thread, freed memory retained
-    (:func:`retain_freed_memory`, the node's ``malloc_retain_mb``); the GraspArray is received
-    by an executor of its own (``rclpy.spin_once(node)`` would add and remove the node on the
-    global executor around every wait).
+    Starts ``gpr_inference`` (``config/gpr_inference.yaml``; nobody subscribes to its markers,
+    so it builds none) as its own process, publishes a 16,384-point simulated bin cloud
+    (reliable) ``repeats`` times, each time waiting for its ``GraspArray`` (re-sent after 2 s
+    when the node's best-effort subscription missed it; the lost attempt is not timed;
+    "received" is when the subscription callback gets it), and after each one times bare
+    in-process :meth:`GraspDetector.detect` on the same points (one torch thread, as the
+    node), so both see the same machine load. Reports medians, the overhead of the node over
+    bare detection (target <= 10 %) and its split: outside the pipeline (the median per cloud
+    of end to end minus ``timing.total``: DDS both ways, callbacks, queue hand-off) and the
+    pipeline itself (``timing.total`` minus bare: cloud conversion, frames, message
+    building). On a loaded machine the medians wander by several ms between runs; the split
+    shows what is structural. Both sides run as the node does: one torch thread, freed memory
+    retained (:func:`retain_freed_memory`, the node's ``malloc_retain_mb``); the GraspArray
+    is received by an executor of its own (``rclpy.spin_once(node)`` would add and remove
+    the node on the global executor around every wait).
 
     :param repeats: timed clouds.
     :param warmup: untimed clouds first.
@@ -206,9 +207,15 @@ def bench_e2e(repeats: int = 50, warmup: int = 3) -> None:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     received: dict[int, GraspArray] = {}
+    arrival: dict[int, float] = {}  # perf_counter when the subscription callback got it
+
+    def on_grasps(msg: GraspArray) -> None:
+        arrival[msg.header.stamp.sec] = time.perf_counter()
+        received[msg.header.stamp.sec] = msg
+
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     node.create_subscription(GraspArray, 'bench_grasps',
-                             lambda m: received.__setitem__(m.header.stamp.sec, m), reliable)
+                             on_grasps, reliable)
     pub = node.create_publisher(PointCloud2, 'bench_cloud', reliable)
     e2e: list[float] = []
     reported: list[float] = []
@@ -236,7 +243,7 @@ def bench_e2e(repeats: int = 50, warmup: int = 3) -> None:
                 lost += 1
             else:
                 raise RuntimeError(f'no GraspArray for cloud {sec} in 10 attempts')
-            t1 = time.perf_counter()
+            t1 = arrival[sec]
             t2 = time.perf_counter()
             detector.detect(points_in, max_grasps=20)
             t3 = time.perf_counter()
