@@ -241,6 +241,7 @@ def test_a_request_longer_than_timeout_s_times_out(ros_node: Node,
     (['-p', 'output_frame:=world', '-p', 'camera_to_output:=[1.0, 2.0]'], 'a pose has 7 values'),
     (['-p', 'model_path:=/nonexistent/gpr.pt'], 'cannot load the model'),
     (['-p', 'malloc_retain_mb:=-1'], 'malloc_retain_mb'),
+    (['-p', 'proposals:=-1'], 'proposals'),
 ])
 def test_invalid_parameters_exit_with_code_2(args: list[str], message: str) -> None:
     done = subprocess.run([sys.executable, *NODE, '--params-file', str(PARAMS), *args],

@@ -245,6 +245,10 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
     'stage': (2, '2: refined grasps (GPR); 1: stage-1 proposals only', _ints(1, 2)),
     'max_grasps': (20, 'grasps returned per cloud (service requests may ask for another '
                    'number)', _ints(1, MAX_GRASPS_LIMIT)),
+    'proposals': (0, 'stage-1 proposals kept after NMS and refined per cloud, the best '
+                  "max_grasps returned; 0 = the model's proposals_test (100, the paper's); "
+                  'fewer is faster but lets stage 2 rank fewer candidates',
+                  _ints(0, MAX_GRASPS_LIMIT)),
     'min_score': (0.0, 'drop grasps scoring below this (requests may raise it)',
                   _floats(0.0, 1.0)),
     'min_points': (100, 'clouds with fewer finite points are rejected (TOO_FEW_POINTS)',
@@ -341,7 +345,8 @@ class GprInferenceNode(Node):
             values[name] = param.value
         detection = DetectionConfig(
             model_path=values['model_path'], device=values['device'], stage=values['stage'],
-            max_grasps=values['max_grasps'], min_score=float(values['min_score']),
+            max_grasps=values['max_grasps'], proposals=values['proposals'],
+            min_score=float(values['min_score']),
             min_points=values['min_points'], output_frame=values['output_frame'],
             camera_to_output=tuple(values['camera_to_output'] or ()),
             max_width=float(values['max_width']), threads=values['threads'],

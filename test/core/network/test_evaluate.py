@@ -26,6 +26,7 @@ from gpr_ros.core.network.evaluate import (
     predict_stages,
     stage_metrics,
 )
+from gpr_ros.core.network.errors import NetworkError
 from gpr_ros.core.network.inference import GraspDetector
 from gpr_ros.core.network.model import GPRNet
 from gpr_ros.core.network.synthetic import synthetic_scene
@@ -163,6 +164,25 @@ def test_predict_stages_refines_the_same_proposals_as_detect(checkpoint: Path) -
         np.testing.assert_allclose(d[np.arange(len(theirs)), j], 0.0, atol=1e-9)
         np.testing.assert_allclose(theirs.score, ours.score[j], atol=1e-9)
         np.testing.assert_allclose(theirs.width, ours.width[j], atol=1e-9)
+
+
+def test_max_grasps_returns_the_best_refined_grasps_of_all_proposals(checkpoint: Path) -> None:
+    # As in the paper, every proposal kept after NMS is refined and the refined grasps are
+    # ranked by their own score; max_grasps only truncates that ranking (it used to limit
+    # the proposals refined, so stage 2 ranked only the stage-1 favourites).
+    detector = GraspDetector.from_checkpoint(checkpoint)
+    cloud = synthetic_scene(np.random.default_rng(3), num_points=700)["points"]
+    every = detector.detect(cloud, stage=STAGE_2)
+    assert len(every) > 3
+    best = detector.detect(cloud, max_grasps=3, stage=STAGE_2)
+    np.testing.assert_array_equal(best.center, every.center[:3])
+    np.testing.assert_array_equal(best.score, every.score[:3])
+    # refining only the 3 stage-1 favourites gives at most 3 grasps, not necessarily the best
+    few = detector.detect(cloud, proposals=3, stage=STAGE_2)
+    assert 0 < len(few) <= 3 and few.score.max() <= every.score.max()
+    for bad in ({"max_grasps": 0}, {"proposals": 0}):
+        with pytest.raises(NetworkError, match=">= 1 or None"):
+            detector.detect(cloud, **bad)
 
 
 def test_evaluate_filters_negatives_and_skips_empty_scenes(dataset: Path,
