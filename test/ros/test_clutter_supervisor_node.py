@@ -246,6 +246,10 @@ def test_progress_follows_the_attempts(tmp_path: Path, ros_node: Node,
     for msg in progress:
         _check_rates(msg)
         assert (msg.protocol, msg.policy, msg.num_trials) == ('pile', 'gpr', 1)
+        # one trial: the run's totals are the trial's counts in every message
+        assert (msg.total_attempts, msg.total_successes, msg.total_objects_removed,
+                msg.total_objects_total) == (msg.attempts, msg.successes, msg.objects_removed,
+                                             msg.objects_total)
 
     first = progress[0]
     assert first.state == P.STATE_RUNNING and first.attempts == 0
@@ -340,6 +344,9 @@ def test_refused_grasps_end_the_trial_without_an_attempt(
     assert len(no_grasp) == 1
     assert no_grasp[0].attempts == 0 and math.isnan(no_grasp[0].success_rate)
     assert no_grasp[0].completion_rate == 0.0
+    # the trial ended by "no grasp" is in the run's totals already (it was not: "n/a")
+    assert no_grasp[0].total_objects_total == no_grasp[0].objects_total > 0
+    assert no_grasp[0].total_completion_rate == 0.0
     last = progress[-1]
     assert last.state == P.STATE_FINISHED
     assert math.isnan(last.total_success_rate) and last.total_completion_rate == 0.0

@@ -80,11 +80,14 @@ def bootstrap_ratio_interval(numerators: ArrayLike, denominators: ArrayLike,
     return float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1.0 - alpha))
 
 
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+def t_interval(values: Sequence[float], confidence: float = 0.95,
+               bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
     """Mean and Student-t interval of per-trial values (NaN values ignored).
 
     :param values: per-trial values.
     :param confidence: confidence level.
+    :param bounds: the values' range (a rate: ``(0, 1)``); the interval is clipped to it (with
+        few trials the t interval reaches far outside it).
     :return: ``(mean, low, high)``; NaN mean without values, NaN bounds with fewer than 2.
     """
     arr = np.asarray(values, dtype=np.float64)
@@ -96,4 +99,7 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
         return mean, math.nan, math.nan
     half = float(stats.t.ppf(0.5 + 0.5 * confidence, len(arr) - 1)) * float(
         arr.std(ddof=1)) / math.sqrt(len(arr))
-    return mean, mean - half, mean + half
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return mean, low, high

@@ -325,7 +325,7 @@ def summarize(records: Iterable[dict[str, Any]], bootstrap_seed: int = 0) -> dic
         cr_low, cr_high = bootstrap_ratio_interval(
             removed, totals, np.random.default_rng(bootstrap_seed))
         per_trial_cr = [rate(r, n) for r, n in zip(removed, totals, strict=True)]
-        cr_mean, cr_t_low, cr_t_high = t_interval(per_trial_cr)
+        cr_mean, cr_t_low, cr_t_high = t_interval(per_trial_cr, bounds=(0.0, 1.0))
         attempt_recs = [a for t in trials for a in t["attempt_records"]]
         failures = dict.fromkeys(FAILURE_KINDS, 0)
         for rec in attempt_recs:

@@ -247,6 +247,8 @@ class ClutterRemovalSupervisor(Node):
         self._running = False
         self._next_trial = 0
         self._book: TrialBook | None = None  # the last trial run by this process
+        #: whether ``_totals`` already holds ``_book``'s counts (after its trial_end)
+        self._book_in_totals = False
         if cfg.mode == 'sim':
             self._reset = self.create_client(SimResetScene, cfg.world_reset_service,
                                              callback_group=group)
@@ -463,6 +465,7 @@ class ClutterRemovalSupervisor(Node):
         self._running = True
         self._state = ClutterRemovalProgress.STATE_RUNNING
         self._book = book
+        self._book_in_totals = False
         t_start = time.perf_counter()
         self._publish(book, None, message='trial resumed' if resumed else 'trial started')
         try:
@@ -484,6 +487,7 @@ class ClutterRemovalSupervisor(Node):
                'wall_time': time.perf_counter() - t_start}
         self.log.append(end)
         self._add_totals(end)
+        self._book_in_totals = True
         write_reports(self.results_dir, summarize(self.log.read()))
         # ClutterRemovalProgress: a trial's last message has state FINISHED or ABORTED.
         self._state = (ClutterRemovalProgress.STATE_ABORTED if reason == 'error'
@@ -660,7 +664,9 @@ class ClutterRemovalSupervisor(Node):
             msg.objects_removed, msg.objects_total = book.removed, book.objects_total
             msg.success_rate = rate(book.successes, book.attempts)
             msg.completion_rate = rate(book.removed, book.objects_total)
-            if book.ended_by is None:  # the running trial counts into the totals too
+            # the current trial counts into the totals until its trial_end is added to them
+            # (a trial ended by "no grasp" or an error still publishes before that)
+            if book is self._book and not self._book_in_totals:
                 for key, value in (('attempts', book.attempts), ('successes', book.successes),
                                    ('removed', book.removed),
                                    ('objects_total', book.objects_total)):

@@ -11,7 +11,7 @@ import trimesh
 
 from gpr_ros.core.baselines.antipodal import detect_antipodal
 from gpr_ros.core.clutter.errors import PolicyUnavailableError
-from gpr_ros.core.clutter.metrics import rate, wilson_interval
+from gpr_ros.core.clutter.metrics import rate, t_interval, wilson_interval
 from gpr_ros.core.clutter.policies import PolicyContext, make_policy
 from gpr_ros.core.clutter.protocol import ClutterConfig, ProtocolConfig
 from gpr_ros.core.clutter.runner import AttemptLog, run_benchmark, summarize, write_reports
@@ -44,6 +44,15 @@ def test_rates_are_nan_without_denominator() -> None:
     low, high = wilson_interval(8, 10)
     assert low == pytest.approx(0.4902, abs=1e-3) and high == pytest.approx(0.9433, abs=1e-3)
     assert wilson_interval(10, 10)[1] == pytest.approx(1.0)
+
+
+def test_t_interval_of_rates_stays_within_zero_and_one() -> None:
+    # two trials with CR 70 % and 90 %: the t interval alone is [-47, 207] %
+    mean, low, high = t_interval([0.7, 0.9])
+    assert mean == pytest.approx(0.8) and low < 0.0 and high > 1.0
+    assert t_interval([0.7, 0.9], bounds=(0.0, 1.0)) == pytest.approx((0.8, 0.0, 1.0))
+    mean, low, high = t_interval([0.5, 0.6, 0.55, 0.58], bounds=(0.0, 1.0))
+    assert 0.0 < low < mean < high < 1.0  # not clipped when inside
 
 
 def test_summary_with_zero_attempts_is_nan() -> None:
