@@ -17,6 +17,7 @@ from gpr_ros.core.dataset.storage import DatasetReader, DatasetWriter, Manifest,
 from gpr_ros.core.grasp import STAGE_1, STAGE_2, Grasps
 from gpr_ros.core.network.checkpoint import save_checkpoint
 from gpr_ros.core.network.config import NetworkConfig
+from gpr_ros.core.network.errors import NetworkError
 from gpr_ros.core.network.evaluate import (
     EvaluationError,
     GraspMatch,
@@ -26,7 +27,6 @@ from gpr_ros.core.network.evaluate import (
     predict_stages,
     stage_metrics,
 )
-from gpr_ros.core.network.errors import NetworkError
 from gpr_ros.core.network.inference import GraspDetector
 from gpr_ros.core.network.model import GPRNet
 from gpr_ros.core.network.synthetic import synthetic_scene
