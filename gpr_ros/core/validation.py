@@ -109,3 +109,23 @@ def positive_number(value: Any, name: str, allow_zero: bool = False) -> float:
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
     return number
+
+
+def config_differences(old: Any, new: Any, path: str = "") -> list[str]:
+    """Where two JSON-like values (saved configs) differ, as ``'key.sub: old -> new'`` lines.
+
+    :param old: the saved value.
+    :param new: the current value.
+    :param path: dotted prefix of the names.
+    :return: one line per differing leaf (empty when equal).
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            name = f"{path}.{key}" if path else str(key)
+            if key not in old or key not in new:
+                out.append(f"{name}: {old.get(key, '(absent)')!r} -> {new.get(key, '(absent)')!r}")
+            else:
+                out.extend(config_differences(old[key], new[key], name))
+        return out
+    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]

@@ -39,6 +39,7 @@ from gpr_ros.core.clutter.policies import GraspPolicy, PolicyContext, make_polic
 from gpr_ros.core.clutter.protocol import ClutterConfig, TrialResult, select_subset
 from gpr_ros.core.clutter.session import run_trial
 from gpr_ros.core.sim.world import SceneObjectSpec
+from gpr_ros.core.validation import config_differences
 
 __all__ = [
     "FAILURE_KINDS",
@@ -242,9 +243,19 @@ def run_benchmark(out: Path, pool: Sequence[SceneObjectSpec], policies: Sequence
     if headers:
         old = headers[0]
         for key in ("protocol", "seed", "object_set", "objects", "config"):
-            if json.loads(json.dumps(old.get(key))) != json.loads(json.dumps(header[key])):
+            saved, now = (json.loads(json.dumps(v)) for v in (old.get(key), header[key]))
+            if saved != now:
+                if key == "config":
+                    what = "; ".join(config_differences(saved, now)[:5])
+                elif key == "objects":
+                    gone = sorted(set(saved or ()) - set(now))
+                    new_ = sorted(set(now) - set(saved or ()))
+                    what = f"without {gone[:3]}, with {new_[:3]}" if gone or new_ \
+                        else "another order"
+                else:
+                    what = f"{saved!r} -> {now!r}"
                 raise ResultsLogError(
-                    f"{out} holds results with another {key}; use a new --out folder")
+                    f"{out} holds results with another {key} ({what}); use a new --out folder")
     else:
         log.append(header)
     done = completed_trials(records)

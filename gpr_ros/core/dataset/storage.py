@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gpr_ros.core.dataset.errors import DatasetError
+from gpr_ros.core.validation import config_differences
 
 MANIFEST = 'manifest.json'
 FORMAT_VERSION = 1
@@ -206,20 +207,6 @@ class Manifest:
             raise StorageError(f'invalid manifest: {err}') from None
 
 
-def _differences(old: Any, new: Any, path: str = '') -> list[str]:
-    """Where two JSON-like values differ, as ``'key.sub: old -> new'`` lines."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out: list[str] = []
-        for key in sorted(set(old) | set(new), key=str):
-            name = f'{path}.{key}' if path else str(key)
-            if key not in old or key not in new:
-                out.append(f'{name}: {old.get(key, "(absent)")!r} -> {new.get(key, "(absent)")!r}')
-            else:
-                out.extend(_differences(old[key], new[key], name))
-        return out
-    return [] if old == new else [f'{path}: {old!r} -> {new!r}']
-
-
 class DatasetWriter:
     """Write shards into a folder and keep its manifest up to date (atomically)."""
 
@@ -236,7 +223,7 @@ class DatasetWriter:
         path = self.root / MANIFEST
         if path.exists():
             existing = Manifest.from_json(path.read_text())
-            differences = _differences(
+            differences = config_differences(
                 {'config': existing.config, 'num_scenes': existing.num_scenes,
                  'scenes_per_shard': existing.scenes_per_shard},
                 {'config': manifest.config, 'num_scenes': manifest.num_scenes,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -10,7 +11,7 @@ import pytest
 import trimesh
 
 from gpr_ros.core.baselines.antipodal import detect_antipodal
-from gpr_ros.core.clutter.errors import PolicyUnavailableError
+from gpr_ros.core.clutter.errors import PolicyUnavailableError, ResultsLogError
 from gpr_ros.core.clutter.metrics import rate, t_interval, wilson_interval
 from gpr_ros.core.clutter.policies import PolicyContext, make_policy
 from gpr_ros.core.clutter.protocol import ClutterConfig, ProtocolConfig
@@ -116,6 +117,19 @@ def test_same_seed_same_outcomes() -> None:
         tuple(r.get(k) for k in keys) for r in second.records]
     assert first.records and first.attempts == second.attempts
     assert first.objects_total == 3
+
+
+def test_a_results_folder_of_another_config_names_what_differs(tmp_path) -> None:
+    run_benchmark(tmp_path, POOL, ["random"], 1, 5, CONFIG)
+    other = dataclasses.replace(CONFIG, scene=dataclasses.replace(CONFIG.scene, impratio=10.0))
+    with pytest.raises(ResultsLogError,
+                       match=r"another config \(scene\.impratio: 1\.0 -> 10\.0\)"):
+        run_benchmark(tmp_path, POOL, ["random"], 1, 5, other)
+    with pytest.raises(ResultsLogError, match=r"another seed \(5 -> 6\)"):
+        run_benchmark(tmp_path, POOL, ["random"], 1, 6, CONFIG)
+    with pytest.raises(ResultsLogError,
+                       match=r"another objects \(without \['box_3'\], with \[\]\)"):
+        run_benchmark(tmp_path, POOL[:3], ["random"], 1, 5, CONFIG)
 
 
 def test_resume_from_truncated_log_matches(tmp_path) -> None:
