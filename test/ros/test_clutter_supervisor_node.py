@@ -25,6 +25,7 @@ from ros_helpers import spin_until, wait_for_server
 
 from gpr_msgs.msg import ClutterRemovalProgress, SimSceneState
 from gpr_msgs.srv import SimResetScene, StartTrial
+from gpr_ros.core.clutter.protocol import ClutterConfig
 from gpr_ros.resources import share_dir
 from gpr_ros.ros.demo import DemoConfig, _Graph
 from gpr_ros.ros.graph import SIM_GRAPH, SIM_WORLD, SUPERVISOR, command_line
@@ -162,12 +163,22 @@ def test_invalid_parameters_exit_2_and_touch_nothing(tmp_path: Path, overrides: 
 # ---------------------------------------------------------------------- results log guard
 
 
-def _interrupted_log(folder: Path, seed: int, protocol: str) -> bytes:
+def _simulation(**scene: Any) -> dict[str, Any]:
+    """The simulation settings a sim-mode results header records (scene values overridden)."""
+    sim = ClutterConfig().to_dict()
+    out = {k: sim[k] for k in ('bin', 'scene', 'gripper', 'execution')}
+    out['scene'] = {**out['scene'], **scene}
+    return out
+
+
+def _interrupted_log(folder: Path, seed: int, protocol: str,
+                     simulation: dict[str, Any] | None = None) -> bytes:
     """A results folder of a run that crashed mid-write (partial last line)."""
     folder.mkdir()
     lines = [
         {'type': 'header', 'source': 'ros', 'mode': 'sim', 'protocol': protocol, 'seed': seed,
-         'object_set': 'novel', 'policy': 'gpr'},
+         'object_set': 'novel', 'policy': 'gpr',
+         'simulation': simulation if simulation is not None else _simulation()},
         {'type': 'trial_start', 'policy': 'gpr', 'trial': 0, 'segment': 'gpr#0#0',
          'objects': ['a', 'b'], 'poured': 2, 'objects_total': 2},
         {'type': 'attempt', 'policy': 'gpr', 'trial': 0, 'segment': 'gpr#0#0', 'attempt': 0,
@@ -189,6 +200,19 @@ def test_log_of_another_seed_aborts_with_exit_1(tmp_path: Path) -> None:
     assert 'holds results with seed=7, not 0; use another results_dir' in proc.stderr
     assert (results / 'attempts.jsonl').read_bytes() == before
     assert sorted(p.name for p in results.iterdir()) == ['attempts.jsonl']
+
+
+def test_log_of_other_physics_aborts_and_names_the_difference(tmp_path: Path) -> None:
+    # a results folder made before the clutter simulation's impratio became 10
+    results = tmp_path / 'results'
+    before = _interrupted_log(results, seed=0, protocol='pile',
+                              simulation=_simulation(impratio=1.0))
+    proc = _run_supervisor({'results_dir': str(results), 'protocol': 'pile', 'seed': 0,
+                            'exit_when_done': True, 'startup_timeout_s': 30.0}, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert ('holds results with other simulation settings (scene.impratio: 1.0 -> 10.0); use '
+            'another results_dir') in proc.stderr, proc.stderr
+    assert (results / 'attempts.jsonl').read_bytes() == before
 
 
 def test_log_of_another_protocol_publishes_aborted(tmp_path: Path, ros_node: Node,

@@ -59,10 +59,11 @@ from gpr_msgs.msg import ClutterRemovalProgress, GraspArray, SimSceneState
 from gpr_msgs.srv import DetectGrasps, SimResetScene, StartTrial
 from gpr_ros.core.clutter.errors import ResultsLogError
 from gpr_ros.core.clutter.metrics import rate
-from gpr_ros.core.clutter.protocol import PROTOCOL_NAMES, ProtocolConfig
+from gpr_ros.core.clutter.protocol import PROTOCOL_NAMES, ClutterConfig, ProtocolConfig
 from gpr_ros.core.clutter.runner import AttemptLog, completed_trials, summarize, write_reports
 from gpr_ros.core.clutter.session import TrialBook
 from gpr_ros.core.errors import ConfigError, GprError
+from gpr_ros.core.validation import config_differences
 from gpr_ros.ros.conversions import cloud_to_xyz, msgs_to_grasps
 from gpr_ros.ros.runtime import spin_until_shutdown
 
@@ -351,8 +352,14 @@ class ClutterRemovalSupervisor(Node):
 
     def _header(self) -> dict[str, Any]:
         cfg = self.config
-        return {'type': 'header', 'source': 'ros', 'mode': cfg.mode, 'protocol': cfg.protocol,
-                'seed': cfg.seed, 'object_set': cfg.object_set, 'policy': cfg.policy}
+        header = {'type': 'header', 'source': 'ros', 'mode': cfg.mode, 'protocol': cfg.protocol,
+                  'seed': cfg.seed, 'object_set': cfg.object_set, 'policy': cfg.policy}
+        if cfg.mode == 'sim':
+            # The simulated world's physics and executor settings (the package's defaults,
+            # which sim_world uses): results of other physics must not be resumed.
+            sim = ClutterConfig().to_dict()
+            header['simulation'] = {k: sim[k] for k in ('bin', 'scene', 'gripper', 'execution')}
+        return header
 
     def _open_log(self) -> list[dict[str, Any]]:
         self.results_dir.mkdir(parents=True, exist_ok=True)
@@ -360,11 +367,19 @@ class ClutterRemovalSupervisor(Node):
         old = next((r for r in self.log.read() if r.get('type') == 'header'), None)
         if old is not None:
             # Checked before repair(): the log of another configuration must stay untouched.
-            for key in ('mode', 'protocol', 'seed', 'object_set', 'policy'):
-                if old.get(key) != header[key]:
-                    raise ResultsLogError(
-                        f'{self.log.path} holds results with {key}={old.get(key)!r}, not '
-                        f'{header[key]!r}; use another results_dir')
+            for key in ('mode', 'protocol', 'seed', 'object_set', 'policy', 'simulation'):
+                saved, now = old.get(key), header.get(key)
+                if saved == now:
+                    continue
+                if isinstance(saved, dict) and isinstance(now, dict):
+                    changed = '; '.join(config_differences(saved, now)[:5])
+                    what = f'other {key} settings ({changed})'
+                elif key == 'simulation':
+                    what = 'no record of its simulation settings (made by an older version)'
+                else:
+                    what = f'{key}={saved!r}, not {now!r}'
+                raise ResultsLogError(
+                    f'{self.log.path} holds results with {what}; use another results_dir')
         self.log.repair()
         records = self.log.read()
         if not any(r.get('type') == 'header' for r in records):
