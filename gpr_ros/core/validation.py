@@ -129,3 +129,15 @@ def config_differences(old: Any, new: Any, path: str = "") -> list[str]:
                 out.extend(config_differences(old[key], new[key], name))
         return out
     return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
+
+
+def describe_differences(old: Any, new: Any, most: int = 5) -> str:
+    """:func:`config_differences` on one line for an error message: the first ``most``.
+
+    :param old: the saved value.
+    :param new: the current value.
+    :param most: differences shown; more are summarised as ``'; ...'``.
+    :return: ``'a.b: 1 -> 2; c: x -> y'`` (empty when equal).
+    """
+    lines = config_differences(old, new)
+    return "; ".join(lines[:most]) + ("; ..." if len(lines) > most else "")

@@ -39,7 +39,7 @@ from gpr_ros.core.clutter.policies import GraspPolicy, PolicyContext, make_polic
 from gpr_ros.core.clutter.protocol import ClutterConfig, TrialResult, select_subset
 from gpr_ros.core.clutter.session import run_trial
 from gpr_ros.core.sim.world import SceneObjectSpec
-from gpr_ros.core.validation import config_differences
+from gpr_ros.core.validation import describe_differences
 
 __all__ = [
     "FAILURE_KINDS",
@@ -246,7 +246,7 @@ def run_benchmark(out: Path, pool: Sequence[SceneObjectSpec], policies: Sequence
             saved, now = (json.loads(json.dumps(v)) for v in (old.get(key), header[key]))
             if saved != now:
                 if key == "config":
-                    what = "; ".join(config_differences(saved, now)[:5])
+                    what = describe_differences(saved, now)
                 elif key == "objects":
                     gone = sorted(set(saved or ()) - set(now))
                     new_ = sorted(set(now) - set(saved or ()))

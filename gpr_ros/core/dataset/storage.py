@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gpr_ros.core.dataset.errors import DatasetError
-from gpr_ros.core.validation import config_differences
+from gpr_ros.core.validation import describe_differences
 
 MANIFEST = 'manifest.json'
 FORMAT_VERSION = 1
@@ -223,13 +223,12 @@ class DatasetWriter:
         path = self.root / MANIFEST
         if path.exists():
             existing = Manifest.from_json(path.read_text())
-            differences = config_differences(
+            shown = describe_differences(
                 {'config': existing.config, 'num_scenes': existing.num_scenes,
                  'scenes_per_shard': existing.scenes_per_shard},
                 {'config': manifest.config, 'num_scenes': manifest.num_scenes,
                  'scenes_per_shard': manifest.scenes_per_shard})
-            if differences:
-                shown = '; '.join(differences[:5]) + ('; ...' if len(differences) > 5 else '')
+            if shown:
                 raise StorageError(
                     f'{self.root} already holds a dataset generated with another config or '
                     f'size ({shown}); choose another --out folder or delete it')

@@ -129,7 +129,7 @@ class GraspDetector:
         As in the paper, ``proposals`` stage-1 proposals survive NMS and (stage 2) are all
         refined; the grasps are then ranked by their own score and the best ``max_grasps``
         returned. Refining fewer proposals is faster, but stage 2's ranking then only sees
-        the stage-1 favourites (in simulated clutter removal, 20 instead of 100 cost GPR 3-7
+        the stage-1 favourites (in simulated clutter removal, 20 instead of 100 cost GPR 2-7
         points of SR; docs/network.md).
 
         :param points: (N, 3) points in the camera optical frame, m.
@@ -221,7 +221,7 @@ def retain_freed_memory(megabytes: int = 256) -> bool:
     With glibc's defaults a detection frees its large intermediate arrays back to the kernel
     (``munmap`` / heap trimming) and the next detection page-faults them in again; in a
     worker thread (a non-main malloc arena, trimmed eagerly) that cost 1-3 ms of a ~40 ms
-    detection on the 2-core CPU (docs/benchmarks.md). This raises glibc's mmap threshold to
+    detection on the 2-core CPU (docs/environment.md). This raises glibc's mmap threshold to
     ``min(megabytes, 32)`` MB and its trim threshold to ``megabytes`` MB, process-wide, so the
     process keeps up to that much freed memory for reuse. Call it once at start-up in
     processes that detect repeatedly (the ``gpr_inference`` node does, parameter

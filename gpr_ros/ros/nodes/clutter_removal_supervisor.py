@@ -63,7 +63,7 @@ from gpr_ros.core.clutter.protocol import PROTOCOL_NAMES, ClutterConfig, Protoco
 from gpr_ros.core.clutter.runner import AttemptLog, completed_trials, summarize, write_reports
 from gpr_ros.core.clutter.session import TrialBook
 from gpr_ros.core.errors import ConfigError, GprError
-from gpr_ros.core.validation import config_differences
+from gpr_ros.core.validation import describe_differences
 from gpr_ros.ros.conversions import cloud_to_xyz, msgs_to_grasps
 from gpr_ros.ros.runtime import spin_until_shutdown
 
@@ -372,8 +372,7 @@ class ClutterRemovalSupervisor(Node):
                 if saved == now:
                     continue
                 if isinstance(saved, dict) and isinstance(now, dict):
-                    changed = '; '.join(config_differences(saved, now)[:5])
-                    what = f'other {key} settings ({changed})'
+                    what = f'other {key} settings ({describe_differences(saved, now)})'
                 elif key == 'simulation':
                     what = 'no record of its simulation settings (made by an older version)'
                 else:
