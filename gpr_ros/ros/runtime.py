@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 import sys
+import time
 from typing import Any, TypeVar
 
 import rclpy
-from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import (
+    Executor,
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    SingleThreadedExecutor,
+)
 from rclpy.node import Node
 
 EXIT_INVALID_PARAMETERS = 2
@@ -17,6 +23,30 @@ _Response = TypeVar('_Response')
 
 class NodeStartupError(RuntimeError):
     """A node cannot start (the reason is already logged); its ``main`` exits non-zero."""
+
+
+class Throttle:
+    """True at most once per ``period_s``: for per-message log lines.
+
+    rclpy's ``throttle_duration_sec`` inspects the caller's frame on every call, ~0.17 ms even
+    when the line is suppressed; checking this first costs a clock read.
+    """
+
+    def __init__(self, period_s: float) -> None:
+        """Start due.
+
+        :param period_s: seconds between two True answers.
+        """
+        self.period_s = period_s
+        self._next = float('-inf')
+
+    def due(self) -> bool:
+        """Whether the period has passed since the last True (and start a new one if so)."""
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.period_s
+        return True
 
 
 def fail_response(response: _Response, code: int, message: str) -> _Response:
@@ -55,20 +85,22 @@ def spin_until_shutdown(executor: Executor) -> None:
 
 def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None,
              num_threads: int = 2) -> int:
-    """Initialise rclpy, spin the node on a multi-threaded executor, shut down cleanly.
+    """Initialise rclpy, spin the node on an executor, shut down cleanly.
 
     Uses only API common to Humble, Jazzy and Kilted (no ``with rclpy.init()``).
 
     :param factory: builds the node (called after ``rclpy.init``).
     :param args: command-line arguments including ``--ros-args ...`` (default ``sys.argv``).
-    :param num_threads: executor threads.
+    :param num_threads: executor threads; 1: a ``SingleThreadedExecutor`` (no hand-off of
+        each callback to a pool thread), else a ``MultiThreadedExecutor``.
     :return: process exit code (0 on a clean shutdown, Ctrl-C included).
     """
     rclpy.init(args=list(args) if args is not None else sys.argv)
     node: Node | None = None
     try:
         node = factory()
-        executor = MultiThreadedExecutor(num_threads=num_threads)
+        executor: Executor = SingleThreadedExecutor() if num_threads == 1 \
+            else MultiThreadedExecutor(num_threads=num_threads)
         executor.add_node(node)
         spin_until_shutdown(executor)
     except KeyboardInterrupt:  # Ctrl-C while the node was being built

@@ -92,7 +92,7 @@ from gpr_ros.ros.bag_source import BagFrameSource, EndOfBagError
 from gpr_ros.ros.bags import POINTCLOUD2, BagError, BagReader
 from gpr_ros.ros.conversions import cloud_to_xyz, xyz_to_cloud
 from gpr_ros.ros.errors import CloudFormatError
-from gpr_ros.ros.runtime import NodeStartupError, run_node
+from gpr_ros.ros.runtime import NodeStartupError, Throttle, run_node
 
 #: source name -> factory from the node and its config (None: no camera).
 SOURCES: dict[str, Callable[[Node, CameraNodeConfig], FrameSource] | None] = {}
@@ -440,6 +440,7 @@ class PhoxiCameraNode(Node):
         self._lost_since_warning = False
         self._timeouts = 0
         self._published = 0
+        self._info_throttle = Throttle(10.0)
         #: why the source has no more frames (end of a bag), once it has none.
         self._end_message: str | None = None
         self._tick_timer: Timer | None = None
@@ -605,8 +606,8 @@ class PhoxiCameraNode(Node):
             self._published += 1
         text = (f'published frame {frame.sequence}: {frame.num_valid} valid of '
                 f'{msg.width * msg.height} points ({msg.height} x {msg.width})')
-        self.get_logger().info(f'{text}; {self._published} clouds so far',
-                               throttle_duration_sec=10.0)
+        if self._info_throttle.due():
+            self.get_logger().info(f'{text}; {self._published} clouds so far')
         return CaptureStatus.PUBLISHED, text
 
     def _end(self, reason: str) -> None:
