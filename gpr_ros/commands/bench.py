@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 import sys
 
@@ -30,6 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                          help='comma-separated names or package.module:factory '
                               '(default gpr,stage1,antipodal,random; also oracle: the '
                               "annotated grasps, the executor's ceiling)")
+    clutter.add_argument('--max-grasps', type=int, default=20,
+                         help='grasps a policy proposes per view, tried best first (default 20)')
+    clutter.add_argument('--min-score', type=float, default=None,
+                         help='gpr/stage1 propose no grasp scoring below this (default 0.3, '
+                              "the evaluation's threshold; the paper's is 0.5)")
+    clutter.add_argument('--max-looks', type=int, default=None,
+                         help='views of the bin before a trial ends with no feasible grasp '
+                              '(default: 3 for gpr, 1 for pile)')
     clutter.add_argument('--model', type=Path, default=None,
                          help='GPR checkpoint (default models/gpr_default.pt in the share dir)')
     clutter.add_argument('--device', default='cpu', help='torch device (default cpu)')
@@ -65,13 +74,20 @@ def _clutter(args: argparse.Namespace) -> int:
     from gpr_ros.core.sim.camera import NoiseConfig
 
     prog = 'gpr-ros bench clutter'
+    from gpr_ros.core.clutter.policies import DEFAULT_MIN_SCORE
+
     policies = [p.strip() for p in args.policies.split(',') if p.strip()]
-    if not policies or args.trials < 1 or args.workers < 1:
-        print(f'{prog}: need at least one policy, --trials >= 1 and --workers >= 1',
-              file=sys.stderr)
+    if not policies or args.trials < 1 or args.workers < 1 or args.max_grasps < 1:
+        print(f'{prog}: need at least one policy, --trials >= 1, --workers >= 1 and '
+              '--max-grasps >= 1', file=sys.stderr)
+        return 2
+    min_score = DEFAULT_MIN_SCORE if args.min_score is None else args.min_score
+    if not 0.0 <= min_score <= 1.0 or (args.max_looks is not None and args.max_looks < 1):
+        print(f'{prog}: --min-score must be in [0, 1] and --max-looks >= 1', file=sys.stderr)
         return 2
     model = args.model if args.model is not None else _default_model()
     context = PolicyContext(model_path=model, device=args.device, threads=args.threads,
+                            max_grasps=args.max_grasps, min_score=min_score,
                             object_set=str(args.objects), cache_dir=args.cache, units=args.units)
 
     def check(name: str, ctx: PolicyContext) -> str | None:
@@ -81,8 +97,10 @@ def _clutter(args: argparse.Namespace) -> int:
         return None
 
     try:
-        config = ClutterConfig(protocol=ProtocolConfig.named(args.protocol),
-                               noise=NoiseConfig(enabled=not args.clean))
+        protocol = ProtocolConfig.named(args.protocol)
+        if args.max_looks is not None:
+            protocol = dataclasses.replace(protocol, max_looks=args.max_looks)
+        config = ClutterConfig(protocol=protocol, noise=NoiseConfig(enabled=not args.clean))
         cache = args.cache if args.cache is not None else default_cache_dir()
         models = resolve_object_set(str(args.objects), cache, ObjectConfig(user_units=args.units))
         pool = [_spec_of(m) for m in models]

@@ -300,7 +300,8 @@ class DetectionPipeline:
         :param cloud: the cloud; ``x``, ``y``, ``z`` of any numeric type, NaN points allowed.
         :param max_grasps: at most this many grasps (capped at :data:`MAX_GRASPS_LIMIT`);
             0: ``config.max_grasps``.
-        :param min_score: drop grasps scoring below this; 0: ``config.min_score``.
+        :param min_score: drop grasps scoring below this; 0: ``config.min_score``; negative:
+            keep all.
         :return: grasps best first in :meth:`output_frame`, ``header.stamp`` the cloud's,
             ``timing`` filled (seconds; ``total`` covers this whole call).
         :raises DetectionError: ``INVALID_CLOUD`` (malformed cloud, no frame),
@@ -314,7 +315,9 @@ class DetectionPipeline:
                                  f'invalid request: max_grasps {max_grasps} (expected >= 0), '
                                  f'min_score {min_score} (expected finite)')
         limit = min(int(max_grasps) or cfg.max_grasps, MAX_GRASPS_LIMIT)
-        threshold = float(min_score) if min_score > 0 else cfg.min_score
+        # 0: the configured threshold; negative: keep all
+        threshold = float(min_score) if min_score > 0 else \
+            cfg.min_score if min_score == 0 else 0.0
         transform = self._transform_for(cloud.header.frame_id)
         try:
             points = cloud_to_xyz(cloud)

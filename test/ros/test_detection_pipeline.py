@@ -231,6 +231,12 @@ def test_request_limits(pipeline: DetectionPipeline, cloud: PointCloud2,
     threshold = float(np.median(direct.score))
     scores = [g.score for g in pipeline.detect(cloud, min_score=threshold).grasps]
     assert scores and min(scores) >= threshold - 1e-6
+    # 0: the configured threshold; negative: none
+    strict = DetectionPipeline(DetectionConfig(min_score=threshold, max_grasps=100))
+    kept = [g.score for g in strict.detect(cloud).grasps]
+    assert kept and min(kept) >= threshold - 1e-6
+    everything = [g.score for g in strict.detect(cloud, min_score=-1.0).grasps]
+    assert len(everything) > len(kept) and min(everything) < threshold
     with pytest.raises(DetectionError) as info:
         pipeline.detect(cloud, min_score=float('nan'))
     assert info.value.code == R.UNKNOWN

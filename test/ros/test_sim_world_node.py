@@ -16,6 +16,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from ros_helpers import spin_until, spin_while, start_process, stop_process, wait_for_server
 from scipy.spatial.transform import Rotation
 from std_msgs.msg import Header
+from std_srvs.srv import Trigger
 
 from gpr_msgs.msg import SimSceneState
 from gpr_msgs.srv import SimCaptureCloud, SimExecuteGrasp, SimResetScene
@@ -41,6 +42,7 @@ class World:
     reset: Client
     capture: Client
     execute: Client
+    begin_attempt: Client
     scenes: list[SimSceneState]
 
     def call(self, client: Client, request: object) -> object:
@@ -54,11 +56,12 @@ def world(ros_node: Node) -> Iterator[World]:
     reset: Client = ros_node.create_client(SimResetScene, 'sim_world/reset')
     capture: Client = ros_node.create_client(SimCaptureCloud, 'sim_world/capture')
     execute: Client = ros_node.create_client(SimExecuteGrasp, 'sim_world/execute')
-    clients = [reset, capture, execute]
+    begin: Client = ros_node.create_client(Trigger, 'sim_world/begin_attempt')
+    clients = [reset, capture, execute, begin]
     proc = start_process([*NODE, '-p', 'protocol:=pile'])
     try:
         wait_for_server(ros_node, lambda: all(c.service_is_ready() for c in clients), timeout=60)
-        yield World(ros_node, reset, capture, execute, scenes)
+        yield World(ros_node, reset, capture, execute, begin, scenes)
     finally:
         stop_process(proc)
         for client in clients:
@@ -111,6 +114,8 @@ def test_no_scene_before_the_first_reset(world: World) -> None:
     done = _execute(world, _top_down(np.zeros(3)))
     assert not done.success and not done.executed
     assert done.error_code == SimExecuteGrasp.Response.NO_SCENE
+    began = world.call(world.begin_attempt, Trigger.Request())
+    assert not began.success and 'reset' in began.message  # type: ignore[attr-defined]
 
 
 def test_reset_and_capture_match_the_in_process_world(world: World, pool: list) -> None:
@@ -140,6 +145,16 @@ def test_reset_and_capture_match_the_in_process_world(world: World, pool: list) 
     expected = tw.observe(noise=True).points  # same (seed, trial, attempt): same noise
     assert len(points) > 10_000
     np.testing.assert_array_equal(points, expected)
+    # a second look at the same attempt: fresh noise, as in-process
+    again = world.call(world.capture, SimCaptureCloud.Request(noise=True))
+    second = cloud_to_xyz(again.cloud)  # type: ignore[attr-defined]
+    assert not np.array_equal(second, points)
+    np.testing.assert_array_equal(second, tw.observe(noise=True).points)
+    # begin_attempt: the next capture is the attempt's first view again
+    began = world.call(world.begin_attempt, Trigger.Request())
+    assert began.success, began.message  # type: ignore[attr-defined]
+    first = world.call(world.capture, SimCaptureCloud.Request(noise=True))
+    np.testing.assert_array_equal(cloud_to_xyz(first.cloud), points)  # type: ignore[attr-defined]
 
 
 def test_refused_grasps_do_not_count(world: World, pool: list) -> None:

@@ -12,9 +12,12 @@ Protocols (:class:`ProtocolConfig`):
 
 Decisions (documented here and in the results):
 
-- *No grasp*: a cloud for which the policy proposes no feasible grasp (none, or all wider
-  than the opening / unreachable) ends the trial with ``ended_by = 'no_grasp'``; it is logged
-  but is *not* an attempt (SR counts executed grasps; CR pays for the objects left), as in VGN.
+- *No grasp*: when the policy proposes no feasible grasp (none, or all wider than the
+  opening / unreachable / below its confidence threshold), the bin is captured again (fresh
+  sensor noise) and the policy asked again, up to ``max_looks`` views (3 in ``gpr``: the
+  paper's robot keeps trying until 15 attempts; 1 in ``pile``, as VGN). If none of them gives
+  a feasible grasp the trial ends with ``ended_by = 'no_grasp'``; that is logged but is *not*
+  an attempt (SR counts executed grasps; CR pays for the objects left).
 - *Objects that leave the bin* while pouring are not counted in the trial's total; objects
   pushed or dropped out of the bin during an attempt are removed from the scene but count
   as *not* removed in CR (only objects lifted by the gripper count), and the attempt is a
@@ -23,7 +26,8 @@ Decisions (documented here and in the results):
 
 Randomness: the objects and poses of trial t depend only on ``(seed, t)`` (the same for every
 policy); attempt a of trial t draws its camera noise from ``(seed, t, a, 1)`` and the policy's
-rng from ``(seed, t, a, 2)``, so a trial re-run from its start repeats itself exactly.
+rng from ``(seed, t, a, 2)`` (its k-th extra look: ``(seed, t, a, 1, k)``, ``(seed, t, a, 2,
+k)``), so a trial re-run from its start repeats itself exactly.
 """
 
 from __future__ import annotations
@@ -73,6 +77,9 @@ class ProtocolConfig:
     :ivar objects_per_trial: objects poured per trial.
     :ivar max_attempts: attempt limit per trial (``None``: none).
     :ivar max_consecutive_failures: failed attempts in a row that end a trial (``None``: none).
+    :ivar max_looks: views of the bin before an attempt (a new capture each, fresh sensor
+        noise, and the policy asked again) while the policy proposes no feasible grasp; after
+        that many the trial ends with 'no grasp'.
     """
 
     name: str = "gpr"
@@ -80,6 +87,7 @@ class ProtocolConfig:
     objects_per_trial: int = 10
     max_attempts: int | None = 15
     max_consecutive_failures: int | None = None
+    max_looks: int = 3
 
     def __post_init__(self) -> None:
         """Validate the values.
@@ -87,9 +95,9 @@ class ProtocolConfig:
         :raises ConfigError: on non-positive counts or a trial that can never end.
         """
         for name in ("subset_size", "objects_per_trial", "max_attempts",
-                     "max_consecutive_failures"):
+                     "max_consecutive_failures", "max_looks"):
             value = getattr(self, name)
-            if value is None and name != "objects_per_trial":
+            if value is None and name not in ("objects_per_trial", "max_looks"):
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"ProtocolConfig.{name} must be an int >= 1, got {value!r}")
@@ -102,8 +110,8 @@ class ProtocolConfig:
     def named(cls, name: str) -> ProtocolConfig:
         """Return a standard protocol.
 
-        :param name: ``'gpr'`` (10 of 20 objects, 15 attempts) or ``'pile'`` (5 objects, two
-            consecutive failures).
+        :param name: ``'gpr'`` (10 of 20 objects, 15 attempts, 3 looks) or ``'pile'`` (5
+            objects, two consecutive failures, 1 look).
         :return: the protocol.
         :raises ConfigError: on another name.
         """
@@ -111,7 +119,7 @@ class ProtocolConfig:
             return cls()
         if name == "pile":
             return cls(name="pile", subset_size=None, objects_per_trial=5, max_attempts=None,
-                       max_consecutive_failures=2)
+                       max_consecutive_failures=2, max_looks=1)
         raise ConfigError(f"unknown protocol {name!r}: expected one of {PROTOCOL_NAMES}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -238,15 +238,16 @@ def run_benchmark(out: Path, pool: Sequence[SceneObjectSpec], policies: Sequence
     records = log.read()
     header = {"type": "header", "protocol": config.protocol.name, "seed": int(seed),
               "object_set": object_set, "objects": [o.name for o in pool],
-              "config": config.to_dict()}
+              "config": config.to_dict(),
+              "policy_settings": {"max_grasps": ctx.max_grasps, "min_score": ctx.min_score}}
     headers = [r for r in records if r.get("type") == "header"]
     if headers:
         old = headers[0]
-        for key in ("protocol", "seed", "object_set", "objects", "config"):
+        for key in ("protocol", "seed", "object_set", "objects", "config", "policy_settings"):
             saved, now = (json.loads(json.dumps(v)) for v in (old.get(key), header[key]))
             if saved != now:
-                if key == "config":
-                    what = describe_differences(saved, now)
+                if key in ("config", "policy_settings"):
+                    what = describe_differences(saved or {}, now)
                 elif key == "objects":
                     gone = sorted(set(saved or ()) - set(now))
                     new_ = sorted(set(now) - set(saved or ()))

@@ -13,7 +13,7 @@ the in-process benchmark's).
 
 Randomness of trial t (see :mod:`.protocol`): objects and poses from ``(seed, t)``, the camera
 noise of the a-th executed attempt from ``(seed, t, a, 1)`` and the policy's rng from
-``(seed, t, a, 2)``.
+``(seed, t, a, 2)``; a k-th extra look before the same attempt appends ``k``.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ class TrialWorld:
         self.trial = 0
         self.attempts = 0
         self.objects_total = 0
+        self.looks = 0  # observations since the last executed attempt (or the pour)
         self.objects: tuple[SceneObjectSpec, ...] = ()
         self.pour_state: SceneState | None = None
 
@@ -116,7 +117,7 @@ class TrialWorld:
         state = world.drop_objects(objects, np.random.default_rng([seed, trial, 1]))
         self.gripper.park(world)
         self._world = world
-        self.seed, self.trial, self.attempts = int(seed), int(trial), 0
+        self.seed, self.trial, self.attempts, self.looks = int(seed), int(trial), 0, 0
         self.objects = tuple(objects)
         self.objects_total = int(world.in_scene.sum())
         self.pour_state = state
@@ -124,19 +125,37 @@ class TrialWorld:
                 "objects_total": self.objects_total, "pour_sim_time": state.sim_time,
                 "pour_wall_time": state.wall_time}
 
+    def begin_attempt(self) -> None:
+        """Make the next :meth:`observe` the first view of the next attempt (an executed
+        attempt does this too; a ROS supervisor calls it so a re-done attempt repeats)."""
+        self.looks = 0
+
     def observe(self, noise: bool = True) -> Observation:
         """Observe the bin for the next attempt (gripper hidden).
+
+        The noise of the k-th observation since the attempt began (:meth:`begin_attempt`, an
+        executed attempt, the pour) depends on ``(seed, trial, attempts, k)`` only: a second
+        look before the same attempt sees the same scene with fresh noise, and both the
+        in-process run and the ROS graph (whose camera captures through the sim world) count
+        their looks here.
 
         :param noise: apply the configured noise model (with the attempt's seed).
         :return: the observation in the camera frame.
         """
-        rng = np.random.default_rng([self.seed, self.trial, self.attempts, 1])
+        key = [self.seed, self.trial, self.attempts, 1]
+        if self.looks:
+            key.append(self.looks)  # the first look keeps the seeds of single-look runs
+        self.looks += 1
+        rng = np.random.default_rng(key)
         return self.world.observe(self.config.camera, self.config.noise if noise else None,
                                   rng, self.gripper.camera_geomgroup())
 
     def policy_rng(self) -> np.random.Generator:
-        """The policy's random generator for the next attempt."""
-        return np.random.default_rng([self.seed, self.trial, self.attempts, 2])
+        """The policy's random generator for the latest look (:meth:`observe`)."""
+        key = [self.seed, self.trial, self.attempts, 2]
+        if self.looks > 1:
+            key.append(self.looks - 1)
+        return np.random.default_rng(key)
 
     def check(self, grasp_world: Grasps) -> tuple[Outcome, str] | None:
         """The checks made before anything moves.
@@ -166,6 +185,7 @@ class TrialWorld:
         result = execute_grasp(self.world, self.gripper, grasp_world, self.config.execution)
         if executed(result):
             self.attempts += 1
+            self.looks = 0
         return result
 
     def object_name(self, index: int) -> str | None:
@@ -308,21 +328,29 @@ def run_trial(policy: GraspPolicy, subset: Sequence[SceneObjectSpec], config: Cl
     sim_time = tw.pour_state.sim_time
     book = TrialBook(config.protocol, trial, tw.objects_total)
     while (reason := book.end_reason(tw.bin_empty)) is None:
-        t0 = time.perf_counter()
-        obs = tw.observe()
-        t1 = time.perf_counter()
-        grasps = Grasps.empty()
-        if len(obs) >= config.min_points:
-            see = getattr(policy, "see", None)
-            if callable(see):  # a policy that reads the world (the oracle)
-                see(tw.world, obs)
-            grasps = policy(obs.points.astype(np.float32), tw.policy_rng())
-        t2 = time.perf_counter()
-        grasps_world = grasps.transformed(obs.T_world_camera) if len(grasps) else grasps
-        index = tw.first_feasible(grasps_world)
+        observe_time = policy_time = 0.0
+        tw.begin_attempt()
+        for _ in range(config.protocol.max_looks):  # new looks until a grasp is feasible
+            t0 = time.perf_counter()
+            obs = tw.observe()
+            t1 = time.perf_counter()
+            grasps = Grasps.empty()
+            if len(obs) >= config.min_points:
+                see = getattr(policy, "see", None)
+                if callable(see):  # a policy that reads the world (the oracle)
+                    see(tw.world, obs)
+                grasps = policy(obs.points.astype(np.float32), tw.policy_rng())
+            t2 = time.perf_counter()
+            observe_time += t1 - t0
+            policy_time += t2 - t1
+            grasps_world = grasps.transformed(obs.T_world_camera) if len(grasps) else grasps
+            index = tw.first_feasible(grasps_world)
+            if index >= 0:
+                break
         record: dict[str, Any] = {
             "attempt": book.attempts, "num_points": len(obs), "num_grasps": len(grasps),
-            "grasp_rank": index, "observe_time": t1 - t0, "policy_time": t2 - t1,
+            "grasp_rank": index, "looks": tw.looks, "observe_time": observe_time,
+            "policy_time": policy_time,
         }
         if index < 0:
             rec = book.no_grasp(record, len(grasps))

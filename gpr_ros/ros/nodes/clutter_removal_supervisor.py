@@ -5,7 +5,12 @@ the cloud published on ``cloud`` after the trigger, asks the inference node for 
 (``detect_service``, ``gpr_msgs/DetectGrasps``) and sends them best first to the executor
 (``execute_action``, ``gpr_msgs/ExecuteGrasp``) until one is executed: a result with
 ``executed == false`` (refused before any motion: too wide, unreachable) makes it try the next
-grasp, exactly as the in-process benchmark skips infeasible grasps. The protocol's books (when
+grasp, exactly as the in-process benchmark skips infeasible grasps. When none is executed it
+captures and detects again, up to the protocol's ``max_looks`` views (3 in ``gpr``), before
+the trial ends with 'no grasp'; the simulated world draws each view's noise from the number of
+views since the start of the attempt (``world_begin_attempt_service``, called before each
+attempt), as in-process, also when a restarted supervisor re-does an attempt. The protocol's
+books (when
 a trial ends, SR, CR) are :class:`gpr_ros.core.clutter.session.TrialBook`, the same code the
 in-process benchmark uses, so the same seed gives the same totals.
 
@@ -127,6 +132,7 @@ class SupervisorConfig:
     detect_service: str = 'detect_grasps'
     execute_action: str = 'execute_grasp'
     world_reset_service: str = 'sim_world/reset'
+    world_begin_attempt_service: str = 'sim_world/begin_attempt'
     world_scene_topic: str = 'sim_world/scene'
 
     def __post_init__(self) -> None:
@@ -203,6 +209,8 @@ PARAMETERS: dict[str, tuple[str, dict[str, Any]]] = {
     'detect_service': ('gpr_msgs/DetectGrasps service of the inference node', {}),
     'execute_action': ('gpr_msgs/ExecuteGrasp action of the executor', {}),
     'world_reset_service': ('sim mode: gpr_msgs/SimResetScene service of the world', {}),
+    'world_begin_attempt_service': ('sim mode: std_srvs/Trigger service of the world that '
+                                    "makes the next capture an attempt's first view", {}),
     'world_scene_topic': ('sim mode: gpr_msgs/SimSceneState topic of the world', {}),
 }
 
@@ -253,6 +261,8 @@ class ClutterRemovalSupervisor(Node):
         if cfg.mode == 'sim':
             self._reset = self.create_client(SimResetScene, cfg.world_reset_service,
                                              callback_group=group)
+            self._begin_attempt = self.create_client(
+                Trigger, cfg.world_begin_attempt_service, callback_group=group)
             self.create_subscription(SimSceneState, cfg.world_scene_topic, self._on_scene,
                                      latched, callback_group=group)
         else:
@@ -440,6 +450,8 @@ class ClutterRemovalSupervisor(Node):
         if cfg.mode == 'sim':
             self._wait_ready(self._reset.service_is_ready, t,
                              f'world reset service {cfg.world_reset_service!r}')
+            self._wait_ready(self._begin_attempt.service_is_ready, t,
+                             f'world begin-attempt service {cfg.world_begin_attempt_service!r}')
 
     def _open_segment(self, trial: int, records: Sequence[dict[str, Any]]
                       ) -> tuple[str, list[dict[str, Any]], dict[str, Any] | None]:
@@ -586,51 +598,63 @@ class ClutterRemovalSupervisor(Node):
             return self._cloud
 
     def _attempt(self, book: TrialBook) -> dict[str, Any]:
+        """One attempt: up to ``max_looks`` views (capture, detect, try the grasps best first)
+        until the executor executes a grasp; none: 'no grasp' (as the in-process runner)."""
         cfg = self.config
-        t0 = time.perf_counter()
-        cloud = self._capture()
-        num_points = len(cloud_to_xyz(cloud))
-        t1 = time.perf_counter()
-        grasp_array = GraspArray()
-        if num_points >= cfg.min_points:
-            request = DetectGrasps.Request(cloud=cloud, max_grasps=cfg.max_grasps)
-            reply = self._wait_future(self._detect.call_async(request), cfg.detect_timeout_s,
-                                      'grasp detection')
-            if reply.success:
-                grasp_array = reply.grasps
-            elif reply.error_code != DetectGrasps.Response.TOO_FEW_POINTS:
-                raise SupervisorError(f'grasp detection failed: {reply.message}')
-        t2 = time.perf_counter()
-        grasps = grasp_array.grasps
-        record: dict[str, Any] = {
-            'attempt': book.attempts, 'num_points': num_points, 'num_grasps': len(grasps),
-            'grasp_rank': -1, 'observe_time': t1 - t0, 'policy_time': t2 - t1,
-        }
-        for rank, grasp in enumerate(grasps):
-            goal = ExecuteGrasp.Goal(header=grasp_array.header, grasp=grasp,
-                                     pregrasp_offset=cfg.pregrasp_offset,
-                                     lift_height=cfg.lift_height, place=cfg.place)
-            t_exec = time.perf_counter()
-            result = self._execute_goal(goal)
-            if not result.executed:
-                if result.error_code in _FATAL_REFUSALS:
-                    raise SupervisorError(f'the executor cannot execute grasps: '
-                                          f'{result.message}')
-                continue  # refused before any motion: try the next grasp
-            outcome = _OUTCOMES.get(result.error_code, 'error') if not result.success \
-                else 'success'
-            g = msgs_to_grasps([grasp])
-            record.update(
-                grasp_rank=rank, outcome=outcome, message=result.message,
-                error_code=int(result.error_code), object=int(result.object_id),
-                object_name=self._object_name(int(result.object_id)),
-                lifted=[int(i) for i in result.lifted_ids],
-                finger_width=float(result.finger_width),
-                wall_time=time.perf_counter() - t_exec,
-                grasp=dict(center=g.center[0].tolist(), approach=g.approach[0].tolist(),
-                           closing=g.closing[0].tolist(), width=float(g.width[0]),
-                           score=float(g.score[0])))
-            return book.attempt(record, outcome, len(result.lifted_ids))
+        if cfg.mode == 'sim':  # the views' noise as in-process, also right after a restart
+            reply = self._wait_future(self._begin_attempt.call_async(Trigger.Request()),
+                                      cfg.service_timeout_s, 'world begin-attempt')
+            if not reply.success:
+                raise SupervisorError(f'world begin-attempt failed: {reply.message}')
+        observe_time = policy_time = 0.0
+        for look in range(1, self.protocol.max_looks + 1):
+            t0 = time.perf_counter()
+            cloud = self._capture()
+            num_points = len(cloud_to_xyz(cloud))
+            t1 = time.perf_counter()
+            grasp_array = GraspArray()
+            if num_points >= cfg.min_points:
+                request = DetectGrasps.Request(cloud=cloud, max_grasps=cfg.max_grasps)
+                reply = self._wait_future(self._detect.call_async(request),
+                                          cfg.detect_timeout_s, 'grasp detection')
+                if reply.success:
+                    grasp_array = reply.grasps
+                elif reply.error_code != DetectGrasps.Response.TOO_FEW_POINTS:
+                    raise SupervisorError(f'grasp detection failed: {reply.message}')
+            t2 = time.perf_counter()
+            observe_time += t1 - t0
+            policy_time += t2 - t1
+            grasps = grasp_array.grasps
+            record: dict[str, Any] = {
+                'attempt': book.attempts, 'num_points': num_points, 'num_grasps': len(grasps),
+                'grasp_rank': -1, 'looks': look, 'observe_time': observe_time,
+                'policy_time': policy_time,
+            }
+            for rank, grasp in enumerate(grasps):
+                goal = ExecuteGrasp.Goal(header=grasp_array.header, grasp=grasp,
+                                         pregrasp_offset=cfg.pregrasp_offset,
+                                         lift_height=cfg.lift_height, place=cfg.place)
+                t_exec = time.perf_counter()
+                result = self._execute_goal(goal)
+                if not result.executed:
+                    if result.error_code in _FATAL_REFUSALS:
+                        raise SupervisorError(f'the executor cannot execute grasps: '
+                                              f'{result.message}')
+                    continue  # refused before any motion: try the next grasp
+                outcome = _OUTCOMES.get(result.error_code, 'error') if not result.success \
+                    else 'success'
+                g = msgs_to_grasps([grasp])
+                record.update(
+                    grasp_rank=rank, outcome=outcome, message=result.message,
+                    error_code=int(result.error_code), object=int(result.object_id),
+                    object_name=self._object_name(int(result.object_id)),
+                    lifted=[int(i) for i in result.lifted_ids],
+                    finger_width=float(result.finger_width),
+                    wall_time=time.perf_counter() - t_exec,
+                    grasp=dict(center=g.center[0].tolist(), approach=g.approach[0].tolist(),
+                               closing=g.closing[0].tolist(), width=float(g.width[0]),
+                               score=float(g.score[0])))
+                return book.attempt(record, outcome, len(result.lifted_ids))
         return book.no_grasp(record, len(grasps))
 
     def _execute_goal(self, goal: ExecuteGrasp.Goal) -> ExecuteGrasp.Result:

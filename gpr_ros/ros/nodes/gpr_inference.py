@@ -266,7 +266,8 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
                   "max_grasps returned; 0 = the model's proposals_test (100, the paper's); "
                   'fewer is faster but lets stage 2 rank fewer candidates',
                   _ints(0, MAX_GRASPS_LIMIT)),
-    'min_score': (0.0, 'drop grasps scoring below this (requests may raise it)',
+    'min_score': (0.3, 'drop grasps scoring below this (requests may ask for another '
+                       "threshold); 0.3 is the evaluation's: below it GPR grasps rarely hold",
                   _floats(0.0, 1.0)),
     'min_points': (100, 'clouds with fewer finite points are rejected (TOO_FEW_POINTS)',
                    _ints(1, 100_000_000)),

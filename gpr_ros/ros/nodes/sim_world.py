@@ -4,7 +4,8 @@ The node wraps one :class:`gpr_ros.core.clutter.session.TrialWorld`, the same cl
 in-process benchmark (``gpr-ros bench clutter``) uses, with the benchmark's default
 :class:`~gpr_ros.core.clutter.protocol.ClutterConfig` (camera, bin, gripper, execution), so
 the same ``(seed, trial, protocol, object_set)`` pours the same objects to the same poses,
-and the a-th capture of a trial draws the same sensor noise, as in the benchmark.
+and the k-th capture before attempt a of a trial draws the same sensor noise, as in the
+benchmark.
 
 Services (created as ``~/NAME``: ``sim_world/reset`` etc. for the default node name):
 
@@ -19,7 +20,11 @@ Services (created as ``~/NAME``: ``sim_world/reset`` etc. for the default node n
 - ``~/capture`` (``gpr_msgs/SimCaptureCloud``): render the bin from the simulated camera
   (gripper hidden) and answer an unorganized float32 xyz ``PointCloud2`` in ``camera_frame``,
   stamped with the node clock. Noise is applied when both the ``noise`` parameter and the
-  request's ``noise`` are true; its random stream depends on ``(seed, trial, attempts)`` only.
+  request's ``noise`` are true; its random stream depends on ``(seed, trial, attempts)`` and
+  the number of captures since the attempt began only
+  (:meth:`~gpr_ros.core.clutter.session.TrialWorld.observe`).
+- ``~/begin_attempt`` (``std_srvs/Trigger``): the next capture is the first view of the next
+  attempt (the supervisor calls it before each attempt; an executed grasp does it too).
   ``NO_SCENE`` before the first reset.
 - ``~/execute`` (``gpr_msgs/SimExecuteGrasp``): execute one grasp with the simulated gripper.
   The pose is read in ``header.frame_id``, which must be ``world_frame`` or ``camera_frame``
@@ -60,6 +65,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.timer import Timer
 from std_msgs.msg import Header
+from std_srvs.srv import Trigger
 
 from gpr_msgs.msg import SimSceneState
 from gpr_msgs.srv import SimCaptureCloud, SimExecuteGrasp, SimResetScene
@@ -178,6 +184,8 @@ class SimWorldNode(Node):
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._scene_pub = self.create_publisher(SimSceneState, '~/scene', latched)
         self.create_service(SimResetScene, '~/reset', self._on_reset, callback_group=self._group)
+        self.create_service(Trigger, '~/begin_attempt', self._on_begin_attempt,
+                            callback_group=self._group)
         self.create_service(SimCaptureCloud, '~/capture', self._on_capture,
                             callback_group=self._group)
         self.create_service(SimExecuteGrasp, '~/execute', self._on_execute,
@@ -281,6 +289,18 @@ class SimWorldNode(Node):
                             f'{protocol_name!r}, set {object_set!r} in '
                             f'{time.perf_counter() - t0:.1f} s')
         self.get_logger().info(response.message)
+        return response
+
+    def _on_begin_attempt(self, request: Trigger.Request,
+                          response: Trigger.Response) -> Trigger.Response:
+        world = self._world
+        if world is None:
+            response.success = False
+            response.message = 'no scene yet: call reset first'
+            return response
+        world.begin_attempt()
+        response.success = True
+        response.message = f'attempt {world.attempts} of trial {world.trial}: first view next'
         return response
 
     def _on_capture(self, request: SimCaptureCloud.Request,

@@ -17,6 +17,8 @@ from gpr_ros.core.clutter.policies import PolicyContext, make_policy
 from gpr_ros.core.clutter.protocol import ClutterConfig, ProtocolConfig
 from gpr_ros.core.clutter.runner import AttemptLog, run_benchmark, summarize, write_reports
 from gpr_ros.core.clutter.session import object_pool, run_trial
+from gpr_ros.core.errors import ConfigError
+from gpr_ros.core.grasp import Grasps
 from gpr_ros.core.sim.camera import CameraConfig, NoiseConfig
 from gpr_ros.core.sim.world import SceneConfig, SceneObjectSpec
 
@@ -130,6 +132,9 @@ def test_a_results_folder_of_another_config_names_what_differs(tmp_path) -> None
     with pytest.raises(ResultsLogError,
                        match=r"another objects \(without \['box_3'\], with \[\]\)"):
         run_benchmark(tmp_path, POOL[:3], ["random"], 1, 5, CONFIG)
+    with pytest.raises(ResultsLogError,
+                       match=r"another policy_settings \(min_score: 0\.3 -> 0\.5\)"):
+        run_benchmark(tmp_path, POOL, ["random"], 1, 5, CONFIG, PolicyContext(min_score=0.5))
 
 
 def test_resume_from_truncated_log_matches(tmp_path) -> None:
@@ -205,3 +210,61 @@ def test_oracle_executes_the_annotated_grasps_of_the_objects_where_they_lie(
         fresh(np.zeros((100, 3), dtype=np.float32), np.random.default_rng(0))
     with pytest.raises(PolicyUnavailableError, match="object set"):
         make_policy("oracle", PolicyContext())
+
+
+class _BlindPolicy:
+    """Proposes nothing for its first ``blind`` calls, then the antipodal baseline's grasps;
+    keeps every cloud it was shown."""
+
+    name = "blind"
+
+    def __init__(self, blind: int) -> None:
+        self.blind = blind
+        self.clouds: list[np.ndarray] = []
+        self.inner = make_policy("antipodal")
+
+    def __call__(self, points: np.ndarray, rng: np.random.Generator) -> Grasps:
+        self.clouds.append(points.copy())
+        if len(self.clouds) <= self.blind:
+            return Grasps.empty()
+        return self.inner(points, rng)
+
+
+ONE_ATTEMPT = dataclasses.replace(
+    CONFIG, noise=NoiseConfig(enabled=True),
+    protocol=dataclasses.replace(CONFIG.protocol, max_attempts=1))
+
+
+def test_a_view_without_a_feasible_grasp_is_looked_at_again_with_fresh_noise() -> None:
+    policy = _BlindPolicy(blind=2)
+    result = run_trial(policy, POOL, ONE_ATTEMPT, seed=3, trial=0)
+    (record,) = result.records
+    assert record["looks"] == 3 and record["outcome"] != "no_grasp" and result.attempts == 1
+    first, second, third = policy.clouds
+    # the same scene, fresh sensor noise per look
+    assert not np.array_equal(first, second) and not np.array_equal(second, third)
+    again = _BlindPolicy(blind=2)
+    run_trial(again, POOL, ONE_ATTEMPT, seed=3, trial=0)
+    assert all(np.array_equal(a, b) for a, b in zip(policy.clouds, again.clouds, strict=True))
+    # the first look of an attempt sees what a single-look run sees
+    single = _BlindPolicy(blind=0)
+    run_trial(single, POOL, ONE_ATTEMPT, seed=3, trial=0)
+    assert np.array_equal(single.clouds[0], first)
+
+
+@pytest.mark.parametrize("looks", [1, 3])
+def test_the_trial_ends_with_no_grasp_after_max_looks(looks: int) -> None:
+    config = dataclasses.replace(
+        ONE_ATTEMPT, protocol=dataclasses.replace(ONE_ATTEMPT.protocol, max_looks=looks))
+    policy = _BlindPolicy(blind=100)
+    result = run_trial(policy, POOL, config, seed=3, trial=0)
+    (record,) = result.records
+    assert record["outcome"] == "no_grasp" and record["looks"] == looks
+    assert len(policy.clouds) == looks and result.attempts == 0 and result.ended_by == "no_grasp"
+
+
+def test_protocol_looks() -> None:
+    assert ProtocolConfig.named("gpr").max_looks == 3
+    assert ProtocolConfig.named("pile").max_looks == 1
+    with pytest.raises(ConfigError, match="max_looks"):
+        ProtocolConfig(max_looks=0)
