@@ -25,7 +25,7 @@ from ros_helpers import spin_until, wait_for_server
 
 from gpr_msgs.msg import ClutterRemovalProgress, SimSceneState
 from gpr_msgs.srv import SimResetScene, StartTrial
-from gpr_ros.core.clutter.protocol import ClutterConfig
+from gpr_ros.core.clutter.protocol import ClutterConfig, ProtocolConfig
 from gpr_ros.resources import share_dir
 from gpr_ros.ros.demo import DemoConfig, _Graph
 from gpr_ros.ros.graph import SIM_GRAPH, SIM_WORLD, SUPERVISOR, command_line
@@ -172,12 +172,14 @@ def _simulation(**scene: Any) -> dict[str, Any]:
 
 
 def _interrupted_log(folder: Path, seed: int, protocol: str,
-                     simulation: dict[str, Any] | None = None) -> bytes:
+                     simulation: dict[str, Any] | None = None,
+                     rules: dict[str, Any] | None = None) -> bytes:
     """A results folder of a run that crashed mid-write (partial last line)."""
     folder.mkdir()
     lines = [
         {'type': 'header', 'source': 'ros', 'mode': 'sim', 'protocol': protocol, 'seed': seed,
          'object_set': 'novel', 'policy': 'gpr',
+         'rules': rules if rules is not None else ProtocolConfig.named(protocol).to_dict(),
          'simulation': simulation if simulation is not None else _simulation()},
         {'type': 'trial_start', 'policy': 'gpr', 'trial': 0, 'segment': 'gpr#0#0',
          'objects': ['a', 'b'], 'poured': 2, 'objects_total': 2},
@@ -212,6 +214,19 @@ def test_log_of_other_physics_aborts_and_names_the_difference(tmp_path: Path) ->
     assert proc.returncode == 1, proc.stderr
     assert ('holds results with other simulation settings (scene.impratio: 1.0 -> 10.0); use '
             'another results_dir') in proc.stderr, proc.stderr
+    assert (results / 'attempts.jsonl').read_bytes() == before
+
+
+def test_log_of_other_protocol_rules_aborts_and_names_the_difference(tmp_path: Path) -> None:
+    # a results folder made before a view without a feasible grasp was looked at again
+    results = tmp_path / 'results'
+    rules = ProtocolConfig.named('gpr').to_dict()
+    before = _interrupted_log(results, seed=0, protocol='gpr', rules={**rules, 'max_looks': 1})
+    proc = _run_supervisor({'results_dir': str(results), 'protocol': 'gpr', 'seed': 0,
+                            'exit_when_done': True, 'startup_timeout_s': 30.0}, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert 'holds results with other rules settings (max_looks: 1 -> 3)' in proc.stderr, \
+        proc.stderr
     assert (results / 'attempts.jsonl').read_bytes() == before
 
 

@@ -363,7 +363,10 @@ class ClutterRemovalSupervisor(Node):
     def _header(self) -> dict[str, Any]:
         cfg = self.config
         header = {'type': 'header', 'source': 'ros', 'mode': cfg.mode, 'protocol': cfg.protocol,
-                  'seed': cfg.seed, 'object_set': cfg.object_set, 'policy': cfg.policy}
+                  'seed': cfg.seed, 'object_set': cfg.object_set, 'policy': cfg.policy,
+                  # the protocol's rules (attempts, looks): results of other rules must not be
+                  # resumed either
+                  'rules': self.protocol.to_dict()}
         if cfg.mode == 'sim':
             # The simulated world's physics and executor settings (the package's defaults,
             # which sim_world uses): results of other physics must not be resumed.
@@ -377,14 +380,15 @@ class ClutterRemovalSupervisor(Node):
         old = next((r for r in self.log.read() if r.get('type') == 'header'), None)
         if old is not None:
             # Checked before repair(): the log of another configuration must stay untouched.
-            for key in ('mode', 'protocol', 'seed', 'object_set', 'policy', 'simulation'):
+            for key in ('mode', 'protocol', 'seed', 'object_set', 'policy', 'rules',
+                        'simulation'):
                 saved, now = old.get(key), header.get(key)
                 if saved == now:
                     continue
                 if isinstance(saved, dict) and isinstance(now, dict):
                     what = f'other {key} settings ({describe_differences(saved, now)})'
-                elif key == 'simulation':
-                    what = 'no record of its simulation settings (made by an older version)'
+                elif key in ('rules', 'simulation') and saved is None:
+                    what = f'no record of its {key} settings (made by an older version)'
                 else:
                     what = f'{key}={saved!r}, not {now!r}'
                 raise ResultsLogError(
