@@ -18,7 +18,7 @@ camera).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 import math
 import numbers
@@ -60,6 +60,16 @@ MAX_GRASPS_LIMIT = 1000
 _DEVICE = re.compile(r'cpu|cuda(:\d+)?')
 #: Line width of the gripper wireframes in RViz, m.
 MARKER_LINE_WIDTH = 0.002
+
+
+#: ``lookup(target_frame, source_frame, stamp)`` -> 4x4 transform of ``source_frame`` in
+#: ``target_frame`` at ``stamp`` (e.g. tf2: :class:`gpr_ros.ros.tf.TfLookup`); raises
+#: :class:`TransformUnavailableError` with the reason when there is none.
+TransformLookup = Callable[[str, str, object], NDArray[np.float64]]
+
+
+class TransformUnavailableError(GprError):
+    """A :data:`TransformLookup` has no transform (the message says why)."""
 
 
 def default_model_path() -> Path:
@@ -126,8 +136,9 @@ class DetectionConfig:
     :ivar min_points: clouds with fewer finite points are rejected (``TOO_FEW_POINTS``).
     :ivar output_frame: frame of the published grasps; ``''``: the cloud's frame.
     :ivar camera_to_output: pose ``[x, y, z, qx, qy, qz, qw]`` of the cloud frame in
-        ``output_frame`` (static extrinsics); ``()``: none, clouds must be in
-        ``output_frame`` (or ``output_frame`` empty).
+        ``output_frame`` (static extrinsics); ``()``: none, the pipeline's lookup (tf2 in the
+        node) gives the transform, or clouds must be in ``output_frame`` (or
+        ``output_frame`` empty).
     :ivar max_width: grasps wider than this are dropped, m; 0: the model gripper's opening.
     :ivar threads: torch CPU threads (process-wide setting).
     :ivar seed: detector seed (same cloud, same grasps).
@@ -228,10 +239,13 @@ class DetectionPipeline:
     worker thread).
     """
 
-    def __init__(self, config: DetectionConfig) -> None:
+    def __init__(self, config: DetectionConfig,
+                 lookup: TransformLookup | None = None) -> None:
         """Load the model and check the device.
 
         :param config: the validated configuration.
+        :param lookup: transforms for clouds not in ``output_frame`` when ``camera_to_output``
+            is not set (the node passes tf2 on a full ROS install); None: none.
         :raises DetectionConfigError: when the device is CUDA and this machine has none.
         :raises DetectionError: ``MODEL_ERROR`` when the checkpoint cannot be loaded.
         """
@@ -265,13 +279,15 @@ class DetectionPipeline:
         self.gripper = self.detector.config.gripper
         self.max_width = config.max_width or self.gripper.max_width
         self._extrinsics = config.extrinsics
+        self._lookup = lookup
 
     def output_frame(self, cloud_frame: str) -> str:
         """The frame the grasps of a cloud in ``cloud_frame`` are published in."""
         return self.config.output_frame or cloud_frame
 
-    def _transform_for(self, frame_id: str) -> NDArray[np.float64] | None:
-        """The transform cloud frame -> output frame (None: identity).
+    def _transform_for(self, frame_id: str, stamp: object = None) -> NDArray[np.float64] | None:
+        """The transform cloud frame -> output frame (None: identity): ``camera_to_output``
+        when set, else the pipeline's lookup (tf2) at the cloud's stamp.
 
         :raises DetectionError: ``INVALID_CLOUD`` or ``TRANSFORM_ERROR``.
         """
@@ -286,12 +302,20 @@ class DetectionPipeline:
                                  f'expects clouds in {cfg.cloud_frame!r} (cloud_frame)')
         if not cfg.output_frame or frame_id == cfg.output_frame:
             return None
-        if self._extrinsics is None:
+        if self._extrinsics is not None:
+            return self._extrinsics
+        if self._lookup is None:
             raise DetectionError(DetectGrasps.Response.TRANSFORM_ERROR,
                                  f'no transform from the cloud frame {frame_id!r} to the '
-                                 f'output frame {cfg.output_frame!r}: set camera_to_output or '
-                                 'publish the cloud in the output frame')
-        return self._extrinsics
+                                 f'output frame {cfg.output_frame!r}: set camera_to_output, '
+                                 'publish the cloud in the output frame, or (full ROS 2 '
+                                 'install) let tf2 provide it (use_tf)')
+        try:
+            return self._lookup(cfg.output_frame, frame_id, stamp)
+        except TransformUnavailableError as err:
+            raise DetectionError(DetectGrasps.Response.TRANSFORM_ERROR,
+                                 f'no transform from the cloud frame {frame_id!r} to the '
+                                 f'output frame {cfg.output_frame!r}: {err}') from None
 
     def detect(self, cloud: PointCloud2, max_grasps: int = 0,
                min_score: float = 0.0) -> GraspArray:
@@ -318,7 +342,7 @@ class DetectionPipeline:
         # 0: the configured threshold; negative: keep all
         threshold = float(min_score) if min_score > 0 else \
             cfg.min_score if min_score == 0 else 0.0
-        transform = self._transform_for(cloud.header.frame_id)
+        transform = self._transform_for(cloud.header.frame_id, cloud.header.stamp)
         try:
             points = cloud_to_xyz(cloud)
         except CloudFormatError as err:

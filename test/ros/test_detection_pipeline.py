@@ -33,6 +33,7 @@ from gpr_ros.ros.detection import (
     DetectionConfigError,
     DetectionError,
     DetectionPipeline,
+    TransformUnavailableError,
     default_model_path,
     error_name,
 )
@@ -215,6 +216,36 @@ def test_extrinsics_move_the_grasps_into_the_output_frame(
     in_world.header.frame_id = 'world'
     same = array_msg_to_grasps(pipeline.detect(in_world))
     np.testing.assert_allclose(same.center, direct.center, atol=1e-6)
+
+
+def test_a_transform_lookup_serves_clouds_without_extrinsics(
+        cloud: PointCloud2, direct: Grasps) -> None:
+    # the node passes tf2 (gpr_ros.ros.tf.TfLookup) here on a full ROS 2 install
+    asked: list[tuple[str, str, object]] = []
+
+    def lookup(target: str, source: str, stamp: object) -> NDArray[np.float64]:
+        asked.append((target, source, stamp))
+        if source != 'camera_optical_frame':
+            raise TransformUnavailableError(f'"{source}" passed to lookupTransform does not '
+                                            'exist')
+        return pose_to_matrix(CAMERA_IN_WORLD)
+
+    pipeline = DetectionPipeline(DetectionConfig(output_frame='world'), lookup)
+    grasps = array_msg_to_grasps(pipeline.detect(cloud))
+    rot = Rotation.from_quat(CAMERA_IN_WORLD[3:]).as_matrix()
+    np.testing.assert_allclose(grasps.center, direct.center @ rot.T + CAMERA_IN_WORLD[:3],
+                               atol=1e-6)
+    assert asked == [('world', 'camera_optical_frame', STAMP)]  # at the cloud's stamp
+    other = copy.deepcopy(cloud)
+    other.header.frame_id = 'left_camera'
+    err = _error(pipeline, other)
+    assert err.code == R.TRANSFORM_ERROR
+    assert "'left_camera'" in str(err) and 'does not exist' in str(err)
+    # static extrinsics win over the lookup
+    static = DetectionPipeline(DetectionConfig(output_frame='world',
+                                               camera_to_output=CAMERA_IN_WORLD), lookup)
+    static.detect(other)
+    assert len(asked) == 2
 
 
 def test_max_width_drops_wider_grasps(cloud: PointCloud2, direct: Grasps) -> None:

@@ -36,6 +36,7 @@ from gpr_ros.core.sim.world import BinWorld, SceneObjectSpec
 from gpr_ros.ros.conversions import array_msg_to_grasps, xyz_to_cloud
 from gpr_ros.ros.detection import default_model_path
 from gpr_ros.ros.nodes.gpr_inference import DetectionJob, WorkQueue
+from gpr_ros.ros.tf import tf_available
 
 R = DetectGrasps.Response
 NODE = ['-m', 'gpr_ros.ros.nodes.gpr_inference', '--ros-args']
@@ -243,6 +244,23 @@ def test_a_request_longer_than_timeout_s_times_out(ros_node: Node,
     assert proc.returncode == 0
 
 
+@pytest.mark.skipif(tf_available(), reason='tf2_ros is installed here')
+def test_without_extrinsics_or_tf2_a_cloud_in_another_frame_is_a_transform_error(
+        ros_node: Node, points: NDArray[np.float32]) -> None:
+    proc = start_process([*NODE, '--params-file', str(PARAMS), '-p', 'output_frame:=world',
+                          '-p', 'camera_to_output:=[]', '-r', '__node:=gpr_inference_tf',
+                          '-r', 'cloud:=tf_cloud', '-r', 'grasps:=tf_grasps',
+                          '-r', 'grasp_markers:=tf_markers', '-r', 'detect_grasps:=tf_detect'])
+    cli = ros_node.create_client(DetectGrasps, 'tf_detect')
+    try:
+        reply = _call(ros_node, cli, DetectGrasps.Request(cloud=_cloud(points[:2000], 41)), proc)
+    finally:
+        ros_node.destroy_client(cli)
+        stop_process(proc)
+    assert not reply.success and reply.error_code == R.TRANSFORM_ERROR
+    assert 'camera_to_output' in reply.message and 'tf2' in reply.message
+
+
 @pytest.mark.parametrize(('args', 'message'), [
     (['-p', 'device:=tpu'], "device is 'tpu'"),
     (['-p', 'cloud_reliability:=sometimes'], "cloud_reliability is 'sometimes'"),
@@ -250,6 +268,7 @@ def test_a_request_longer_than_timeout_s_times_out(ros_node: Node,
     (['-p', 'model_path:=/nonexistent/gpr.pt'], 'cannot load the model'),
     (['-p', 'malloc_retain_mb:=-1'], 'malloc_retain_mb'),
     (['-p', 'proposals:=-1'], 'proposals'),
+    (['-p', 'tf_timeout_s:=-1.0'], 'tf_timeout_s'),
 ])
 def test_invalid_parameters_exit_with_code_2(args: list[str], message: str) -> None:
     done = subprocess.run([sys.executable, *NODE, '--params-file', str(PARAMS), *args],

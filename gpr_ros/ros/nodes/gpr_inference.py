@@ -61,8 +61,10 @@ from gpr_ros.ros.detection import (
     DetectionConfig,
     DetectionError,
     DetectionPipeline,
+    TransformLookup,
 )
 from gpr_ros.ros.runtime import NodeStartupError, Throttle, fail_response, run_node
+from gpr_ros.ros.tf import TfLookup, TfUnavailableError
 
 EXIT_INVALID_PARAMETERS = 2
 #: Largest ``queue_size``.
@@ -91,6 +93,9 @@ class InferenceNodeConfig:
     :ivar malloc_retain_mb: freed memory the process keeps for the next detection, MB
         (:func:`gpr_ros.core.network.inference.retain_freed_memory`); 0 = the C library's
         defaults.
+    :ivar use_tf: take the cloud-to-output transform from tf2 when ``camera_to_output`` is
+        unset (full ROS 2 installs; :class:`gpr_ros.ros.tf.TfLookup`).
+    :ivar tf_timeout_s: longest wait for a tf2 transform, s.
     :raises ConfigError: on an invalid value.
     """
 
@@ -103,6 +108,8 @@ class InferenceNodeConfig:
     publish_markers: bool = True
     detect_on_topic: bool = True
     malloc_retain_mb: int = 256
+    use_tf: bool = True
+    tf_timeout_s: float = 0.2
 
     def __post_init__(self) -> None:
         """Check the node settings (the detection config checked itself)."""
@@ -120,6 +127,9 @@ class InferenceNodeConfig:
                               f'integer in [0, {MAX_MALLOC_RETAIN_MB}]')
         if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
             raise ConfigError(f'timeout_s is {self.timeout_s}; expected a finite value > 0')
+        if not (math.isfinite(self.tf_timeout_s) and self.tf_timeout_s >= 0):
+            raise ConfigError(f'tf_timeout_s is {self.tf_timeout_s}; expected a finite value '
+                              '>= 0')
 
 
 @dataclass(eq=False)
@@ -277,6 +287,11 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
                          '= none: clouds must be in output_frame', {}),
     'cloud_frame': ('', "clouds in another frame are rejected (TRANSFORM_ERROR); '' = any",
                     {}),
+    'use_tf': (True, 'full ROS 2 installs: when camera_to_output is unset, transform clouds to '
+               'output_frame with tf2 (at the cloud stamp); without tf2_ros clouds must be in '
+               'output_frame', {}),
+    'tf_timeout_s': (0.2, 'wait at most this long for a tf2 transform, then TRANSFORM_ERROR '
+                     '[s]', _floats(0.0, 10.0)),
     'max_width': (0.0, "drop grasps wider than this [m]; 0 = the model gripper's max opening",
                   _floats(0.0, 1.0)),
     'threads': (1, 'torch CPU threads', _ints(1, 256)),
@@ -316,7 +331,7 @@ class GprInferenceNode(Node):
         self._worker: threading.Thread | None = None
         try:
             self.config = self._read_parameters()
-            self.pipeline = DetectionPipeline(self.config.detection)
+            self.pipeline = DetectionPipeline(self.config.detection, self._tf_lookup())
         except (ParameterException, ConfigError, DetectionError) as err:
             what = 'cannot load the model' if isinstance(err, DetectionError) \
                 else 'invalid parameters'
@@ -380,7 +395,23 @@ class GprInferenceNode(Node):
             timeout_s=float(values['timeout_s']),
             publish_markers=bool(values['publish_markers']),
             detect_on_topic=bool(values['detect_on_topic']),
-            malloc_retain_mb=values['malloc_retain_mb'])
+            malloc_retain_mb=values['malloc_retain_mb'], use_tf=bool(values['use_tf']),
+            tf_timeout_s=float(values['tf_timeout_s']))
+
+    def _tf_lookup(self) -> TransformLookup | None:
+        """tf2 for clouds in other frames than ``output_frame`` (full ROS 2 installs)."""
+        cfg = self.config
+        det = cfg.detection
+        if not (cfg.use_tf and det.output_frame and det.extrinsics is None):
+            return None
+        try:
+            lookup = TfLookup(self, cfg.tf_timeout_s)
+        except TfUnavailableError as err:
+            self.get_logger().warning(f'use_tf: {err}; clouds must come in '
+                                      f'{det.output_frame!r}')
+            return None
+        self.get_logger().info(f'transforms to {det.output_frame!r} from tf2')
+        return lookup
 
     # --- callbacks (never block) --------------------------------------------------------------
 
