@@ -10,8 +10,10 @@ Topics and services (relative names; remap or namespace them):
   With a camera that publishes reliably (``phoxi_camera`` in software-trigger mode) set
   ``'reliable'``; it does not match best-effort publishers.
 - ``grasps`` (``gpr_msgs/GraspArray``, reliable, depth ``grasps_qos_depth``): every detection
-  result (topic clouds and service requests), best first, stamped with the cloud's stamp, in
-  ``output_frame`` (or the cloud's frame).
+  result (topic clouds and service requests), best first, scoring at least ``min_score``,
+  stamped with the cloud's stamp, in ``output_frame`` (or the cloud's frame). Clouds in another
+  frame are transformed with the static ``camera_to_output`` or, when that is unset, with tf2
+  at the cloud's stamp (``use_tf``; full ROS 2 installs, :mod:`gpr_ros.ros.tf`).
 - ``grasp_markers`` (``visualization_msgs/MarkerArray``, reliable): gripper wireframes of the
   published grasps coloured by score, when ``publish_markers`` and somebody subscribes.
 - ``detect_grasps`` (``gpr_msgs/srv/DetectGrasps``): detect in the request's cloud, or in the
