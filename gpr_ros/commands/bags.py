@@ -74,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     det.add_argument('--stage', type=int, choices=(1, 2), default=None,
                      help='1: proposals after NMS, 2: refined grasps (default 2)')
     det.add_argument('--max-grasps', type=int, default=None, help='grasps per cloud (20)')
-    det.add_argument('--min-score', type=float, default=None, help='drop grasps below (0)')
+    det.add_argument('--min-score', type=float, default=None,
+                     help='drop grasps below (0.3, as the gpr_inference node)')
     det.add_argument('--min-points', type=int, default=None,
                      help='clouds with fewer finite points are rejected (100)')
     det.add_argument('--threads', type=int, default=None, help='torch CPU threads (1)')

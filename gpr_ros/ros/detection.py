@@ -40,6 +40,7 @@ from gpr_ros.core.errors import ConfigError, GeometryError, GprError
 from gpr_ros.core.grasp import STAGE_1, STAGE_2
 from gpr_ros.core.grasp.transforms import pose_to_matrix
 from gpr_ros.core.grasp.wireframe import gripper_wireframe
+from gpr_ros.core.network.config import DEFAULT_MIN_SCORE
 from gpr_ros.core.network.errors import NetworkError
 from gpr_ros.ros.conversions import array_msg_to_grasps, cloud_to_xyz, grasps_to_array_msg
 from gpr_ros.ros.errors import CloudFormatError
@@ -132,7 +133,8 @@ class DetectionConfig:
         ``max_grasps`` of them returned; 0: the model's ``proposals_test`` (100, the paper's).
         Fewer is faster but lets stage 2 rank fewer candidates. A call asking for more grasps
         gets that many proposals.
-    :ivar min_score: drop grasps scoring below this when a call asks for 0, in [0, 1].
+    :ivar min_score: drop grasps scoring below this when a call asks for 0, in [0, 1]
+        (default :data:`~gpr_ros.core.network.config.DEFAULT_MIN_SCORE`, 0.3).
     :ivar min_points: clouds with fewer finite points are rejected (``TOO_FEW_POINTS``).
     :ivar output_frame: frame of the published grasps; ``''``: the cloud's frame.
     :ivar camera_to_output: pose ``[x, y, z, qx, qy, qz, qw]`` of the cloud frame in
@@ -151,7 +153,7 @@ class DetectionConfig:
     stage: int = 2
     max_grasps: int = 20
     proposals: int = 0
-    min_score: float = 0.0
+    min_score: float = DEFAULT_MIN_SCORE
     min_points: int = 100
     output_frame: str = ''
     camera_to_output: tuple[float, ...] = ()

@@ -25,6 +25,7 @@ from gpr_ros.core.errors import GeometryError
 from gpr_ros.core.grasp import STAGE_1, STAGE_2, Grasps, GripperModel
 from gpr_ros.core.grasp.transforms import pose_to_matrix
 from gpr_ros.core.grasp.wireframe import SEGMENTS_PER_GRASP, gripper_wireframe
+from gpr_ros.core.network.config import DEFAULT_MIN_SCORE
 from gpr_ros.core.network.inference import GraspDetector
 from gpr_ros.core.sim.world import BinWorld, SceneObjectSpec
 from gpr_ros.ros.conversions import array_msg_to_grasps, xyz_to_cloud
@@ -72,9 +73,10 @@ def cloud(points: NDArray[np.float32]) -> PointCloud2:
 
 @pytest.fixture(scope='module')
 def direct(points: NDArray[np.float32]) -> Grasps:
-    """What GraspDetector.detect gives on the same points (camera frame)."""
+    """What GraspDetector.detect gives on the same points (camera frame) with the pipeline's
+    default threshold."""
     detector = GraspDetector.from_checkpoint(default_model_path(), seed=0)
-    grasps = detector.detect(points, max_grasps=20)
+    grasps = detector.detect(points, max_grasps=20, min_score=DEFAULT_MIN_SCORE)
     assert len(grasps) >= 3  # the scene must be worth testing on
     return grasps
 

@@ -31,6 +31,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from gpr_msgs.msg import GraspArray
 from gpr_msgs.srv import DetectGrasps
 from gpr_ros.core.grasp import Grasps
+from gpr_ros.core.network.config import DEFAULT_MIN_SCORE
 from gpr_ros.core.network.inference import GraspDetector
 from gpr_ros.core.sim.world import BinWorld, SceneObjectSpec
 from gpr_ros.ros.conversions import array_msg_to_grasps, xyz_to_cloud
@@ -142,7 +143,8 @@ def test_detect_grasps_in_the_output_frame(client, points: NDArray[np.float32]) 
     torch.set_num_threads(1)
     detector = GraspDetector.from_checkpoint(default_model_path(), seed=0)
     assert (grasps.width <= detector.config.gripper.max_width + 1e-9).all()
-    direct: Grasps = detector.detect(points, max_grasps=MAX_GRASPS)
+    direct: Grasps = detector.detect(points, max_grasps=MAX_GRASPS,
+                                     min_score=DEFAULT_MIN_SCORE)  # the node's default
     rot = Rotation.from_quat(CAMERA_IN_WORLD[3:]).as_matrix()
     np.testing.assert_allclose(grasps.center, direct.center @ rot.T + CAMERA_IN_WORLD[:3],
                                atol=1e-5)

@@ -38,6 +38,7 @@ def test_sim_source_publishes_the_world_cloud_and_survives_a_missing_world(
     trigger: Client = ros_node.create_client(Trigger, 'phoxi_camera/trigger')
     reset: Client = ros_node.create_client(SimResetScene, 'sim_world/reset')
     capture: Client = ros_node.create_client(SimCaptureCloud, 'sim_world/capture')
+    begin: Client = ros_node.create_client(Trigger, 'sim_world/begin_attempt')
     camera = start_process(CAMERA)
     world = None
     try:
@@ -59,6 +60,9 @@ def test_sim_source_publishes_the_world_cloud_and_survives_a_missing_world(
         reply = _trigger(ros_node, trigger)
         assert reply.success, reply.message
         spin_while(ros_node, lambda: not received, timeout=20)
+        # a second capture of the same attempt would be its second view (fresh noise)
+        began = _trigger(ros_node, begin)
+        assert began.success, began.message
         direct = spin_until(ros_node, capture.call_async(SimCaptureCloud.Request(noise=True)),
                             timeout=30)
         assert isinstance(direct, SimCaptureCloud.Response) and direct.success
@@ -72,7 +76,7 @@ def test_sim_source_publishes_the_world_cloud_and_survives_a_missing_world(
         if world is not None:
             stop_process(world)
         stop_process(camera)
-        for client in (trigger, reset, capture):
+        for client in (trigger, reset, capture, begin):
             ros_node.destroy_client(client)
         ros_node.destroy_subscription(sub)
     assert camera.returncode == 0

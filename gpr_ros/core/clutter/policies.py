@@ -34,8 +34,10 @@ from gpr_ros.core.baselines.random_grasps import RandomGraspConfig, random_grasp
 from gpr_ros.core.clutter.errors import PolicyUnavailableError
 from gpr_ros.core.grasp.grasps import STAGE_1, STAGE_2, Grasps
 from gpr_ros.core.grasp.gripper import GripperModel
+from gpr_ros.core.network.config import DEFAULT_MIN_SCORE
 
 __all__ = [
+    "DEFAULT_MIN_SCORE",
     "AntipodalPolicy",
     "GPRPolicy",
     "GraspPolicy",
@@ -66,13 +68,6 @@ class GraspPolicy(Protocol):
         ...
 
 
-#: Confidence below which the network policies propose nothing (``PolicyContext.min_score``):
-#: the evaluation's threshold (models/MODEL_CARD.md). The stage-2 confidence is calibrated:
-#: in the v7 comparison 0 of 39 GPR attempts scoring below 0.3 lifted an object, 165 of 184
-#: above 0.6 did; a view whose grasps all score lower is looked at again instead
-#: (``ProtocolConfig.max_looks``). The paper filters at 0.5 (its "negative samples"); that
-#: costs CR here (81-82 % instead of 88-90 % on unseen seeds, SR equal).
-DEFAULT_MIN_SCORE = 0.3
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,14 @@ def _check_keys(data: Mapping[str, Any], cls: type, what: str) -> None:
         raise ConfigError(f"unknown {what} key(s) {unknown}; expected a subset of {sorted(names)}")
 
 
+#: Confidence below which grasps are not proposed by default: the clutter policies
+#: (``PolicyContext.min_score``), the ``gpr_inference`` node and ``DetectionConfig``
+#: (``min_score``), and the threshold of the model card's evaluation. The stage-2 confidence is
+#: calibrated: in simulated clutter removal (comparison v7) none of 39 GPR attempts scoring
+#: below 0.3 lifted an object, 165 of 184 above 0.6 did. The paper drops its "negative
+#: samples" below 0.5, which costs completion here (README, "Simulated clutter removal").
+DEFAULT_MIN_SCORE = 0.3
+
 @dataclass(frozen=True)
 class SALevel:
     """One PointNet++ multi-scale-grouping set-abstraction level.

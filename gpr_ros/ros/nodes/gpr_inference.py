@@ -57,6 +57,7 @@ from visualization_msgs.msg import MarkerArray
 from gpr_msgs.msg import GraspArray
 from gpr_msgs.srv import DetectGrasps
 from gpr_ros.core.errors import ConfigError
+from gpr_ros.core.network.config import DEFAULT_MIN_SCORE
 from gpr_ros.core.network.inference import retain_freed_memory
 from gpr_ros.ros.detection import (
     MAX_GRASPS_LIMIT,
@@ -278,8 +279,8 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
                   "max_grasps returned; 0 = the model's proposals_test (100, the paper's); "
                   'fewer is faster but lets stage 2 rank fewer candidates',
                   _ints(0, MAX_GRASPS_LIMIT)),
-    'min_score': (0.3, 'drop grasps scoring below this (requests may ask for another '
-                       "threshold); 0.3 is the evaluation's: below it GPR grasps rarely hold",
+    'min_score': (DEFAULT_MIN_SCORE, 'drop grasps scoring below this (requests may ask for '
+                  "another threshold); 0.3 is the evaluation's: below it GPR grasps rarely hold",
                   _floats(0.0, 1.0)),
     'min_points': (100, 'clouds with fewer finite points are rejected (TOO_FEW_POINTS)',
                    _ints(1, 100_000_000)),
