@@ -67,7 +67,7 @@ class TrialWorld:
         self.trial = 0
         self.attempts = 0
         self.objects_total = 0
-        self.looks = 0  # observations since the last executed attempt (or the pour)
+        self.looks = 0  # observations since the attempt began (begin_attempt, execute, pour)
         self.objects: tuple[SceneObjectSpec, ...] = ()
         self.pour_state: SceneState | None = None
 

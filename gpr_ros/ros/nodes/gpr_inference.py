@@ -287,7 +287,7 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
     'output_frame': ('', "frame of the published grasps; '' = the cloud's frame", {}),
     'camera_to_output': (Parameter.Type.DOUBLE_ARRAY, 'static pose [x, y, z, qx, qy, qz, qw] '
                          'of the cloud frame in output_frame (m, unit quaternion); unset or [] '
-                         '= none: clouds must be in output_frame', {}),
+                         '= none: tf2 (use_tf) or clouds already in output_frame', {}),
     'cloud_frame': ('', "clouds in another frame are rejected (TRANSFORM_ERROR); '' = any",
                     {}),
     'use_tf': (True, 'full ROS 2 installs: when camera_to_output is unset, transform clouds to '
