@@ -268,3 +268,13 @@ def test_protocol_looks() -> None:
     assert ProtocolConfig.named("pile").max_looks == 1
     with pytest.raises(ConfigError, match="max_looks"):
         ProtocolConfig(max_looks=0)
+
+
+@pytest.mark.parametrize("args", [["--min-score", "1.5"], ["--max-looks", "0"],
+                                  ["--max-grasps", "0"]])
+def test_bench_clutter_rejects_invalid_policy_settings(tmp_path, capsys, args) -> None:
+    from gpr_ros.cli import main
+
+    assert main(["bench", "clutter", "--out", str(tmp_path / "out"), *args]) == 2
+    assert args[0] in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written
