@@ -65,7 +65,7 @@ def _default_model() -> Path | None:
 def _clutter(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from gpr_ros.core.clutter.policies import NETWORK_POLICIES, PolicyContext
+    from gpr_ros.core.clutter.policies import DEFAULT_MIN_SCORE, NETWORK_POLICIES, PolicyContext
     from gpr_ros.core.clutter.protocol import ClutterConfig, ProtocolConfig
     from gpr_ros.core.clutter.runner import AttemptLog, run_benchmark, summarize, write_reports
     from gpr_ros.core.dataset.generate import _spec_of, default_cache_dir
@@ -74,8 +74,6 @@ def _clutter(args: argparse.Namespace) -> int:
     from gpr_ros.core.sim.camera import NoiseConfig
 
     prog = 'gpr-ros bench clutter'
-    from gpr_ros.core.clutter.policies import DEFAULT_MIN_SCORE
-
     policies = [p.strip() for p in args.policies.split(',') if p.strip()]
     if not policies or args.trials < 1 or args.workers < 1 or args.max_grasps < 1:
         print(f'{prog}: need at least one policy, --trials >= 1, --workers >= 1 and '

@@ -341,9 +341,10 @@ class DetectionPipeline:
                                  f'invalid request: max_grasps {max_grasps} (expected >= 0), '
                                  f'min_score {min_score} (expected finite)')
         limit = min(int(max_grasps) or cfg.max_grasps, MAX_GRASPS_LIMIT)
-        # 0: the configured threshold; negative: keep all
-        threshold = float(min_score) if min_score > 0 else \
-            cfg.min_score if min_score == 0 else 0.0
+        if min_score == 0:
+            threshold = cfg.min_score
+        else:  # negative: keep all
+            threshold = max(float(min_score), 0.0)
         transform = self._transform_for(cloud.header.frame_id, cloud.header.stamp)
         try:
             points = cloud_to_xyz(cloud)

@@ -68,8 +68,6 @@ class GraspPolicy(Protocol):
         ...
 
 
-
-
 @dataclass(frozen=True)
 class PolicyContext:
     """What factories may use to build a policy.

@@ -63,6 +63,7 @@ def _check_keys(data: Mapping[str, Any], cls: type, what: str) -> None:
 #: samples" below 0.5, which costs completion here (README, "Simulated clutter removal").
 DEFAULT_MIN_SCORE = 0.3
 
+
 @dataclass(frozen=True)
 class SALevel:
     """One PointNet++ multi-scale-grouping set-abstraction level.

@@ -616,50 +616,67 @@ class ClutterRemovalSupervisor(Node):
             cloud = self._capture()
             num_points = len(cloud_to_xyz(cloud))
             t1 = time.perf_counter()
-            grasp_array = GraspArray()
-            if num_points >= cfg.min_points:
-                request = DetectGrasps.Request(cloud=cloud, max_grasps=cfg.max_grasps)
-                reply = self._wait_future(self._detect.call_async(request),
-                                          cfg.detect_timeout_s, 'grasp detection')
-                if reply.success:
-                    grasp_array = reply.grasps
-                elif reply.error_code != DetectGrasps.Response.TOO_FEW_POINTS:
-                    raise SupervisorError(f'grasp detection failed: {reply.message}')
-            t2 = time.perf_counter()
+            grasp_array = self._detect_grasps(cloud, num_points)
             observe_time += t1 - t0
-            policy_time += t2 - t1
-            grasps = grasp_array.grasps
+            policy_time += time.perf_counter() - t1
             record: dict[str, Any] = {
-                'attempt': book.attempts, 'num_points': num_points, 'num_grasps': len(grasps),
-                'grasp_rank': -1, 'looks': look, 'observe_time': observe_time,
-                'policy_time': policy_time,
+                'attempt': book.attempts, 'num_points': num_points,
+                'num_grasps': len(grasp_array.grasps), 'grasp_rank': -1, 'looks': look,
+                'observe_time': observe_time, 'policy_time': policy_time,
             }
-            for rank, grasp in enumerate(grasps):
-                goal = ExecuteGrasp.Goal(header=grasp_array.header, grasp=grasp,
-                                         pregrasp_offset=cfg.pregrasp_offset,
-                                         lift_height=cfg.lift_height, place=cfg.place)
-                t_exec = time.perf_counter()
-                result = self._execute_goal(goal)
-                if not result.executed:
-                    if result.error_code in _FATAL_REFUSALS:
-                        raise SupervisorError(f'the executor cannot execute grasps: '
-                                              f'{result.message}')
-                    continue  # refused before any motion: try the next grasp
-                outcome = _OUTCOMES.get(result.error_code, 'error') if not result.success \
-                    else 'success'
-                g = msgs_to_grasps([grasp])
-                record.update(
-                    grasp_rank=rank, outcome=outcome, message=result.message,
-                    error_code=int(result.error_code), object=int(result.object_id),
-                    object_name=self._object_name(int(result.object_id)),
-                    lifted=[int(i) for i in result.lifted_ids],
-                    finger_width=float(result.finger_width),
-                    wall_time=time.perf_counter() - t_exec,
-                    grasp=dict(center=g.center[0].tolist(), approach=g.approach[0].tolist(),
-                               closing=g.closing[0].tolist(), width=float(g.width[0]),
-                               score=float(g.score[0])))
-                return book.attempt(record, outcome, len(result.lifted_ids))
-        return book.no_grasp(record, len(grasps))
+            done = self._execute_best(grasp_array, record)
+            if done is not None:
+                return book.attempt(record, *done)
+        return book.no_grasp(record, len(grasp_array.grasps))
+
+    def _detect_grasps(self, cloud: PointCloud2, num_points: int) -> GraspArray:
+        """The inference node's grasps for one view (none for a view of too few points)."""
+        cfg = self.config
+        if num_points < cfg.min_points:
+            return GraspArray()
+        request = DetectGrasps.Request(cloud=cloud, max_grasps=cfg.max_grasps)
+        reply = self._wait_future(self._detect.call_async(request), cfg.detect_timeout_s,
+                                  'grasp detection')
+        if reply.success:
+            return reply.grasps
+        if reply.error_code != DetectGrasps.Response.TOO_FEW_POINTS:
+            raise SupervisorError(f'grasp detection failed: {reply.message}')
+        return GraspArray()
+
+    def _execute_best(self, grasp_array: GraspArray,
+                      record: dict[str, Any]) -> tuple[str, int] | None:
+        """Send the grasps best first until the executor executes one; fill ``record`` with it.
+
+        :return: ``(outcome, objects lifted)``, or None when every grasp was refused before
+            any motion.
+        """
+        cfg = self.config
+        for rank, grasp in enumerate(grasp_array.grasps):
+            goal = ExecuteGrasp.Goal(header=grasp_array.header, grasp=grasp,
+                                     pregrasp_offset=cfg.pregrasp_offset,
+                                     lift_height=cfg.lift_height, place=cfg.place)
+            t_exec = time.perf_counter()
+            result = self._execute_goal(goal)
+            if not result.executed:
+                if result.error_code in _FATAL_REFUSALS:
+                    raise SupervisorError(f'the executor cannot execute grasps: '
+                                          f'{result.message}')
+                continue  # refused before any motion: try the next grasp
+            outcome = _OUTCOMES.get(result.error_code, 'error') if not result.success \
+                else 'success'
+            g = msgs_to_grasps([grasp])
+            record.update(
+                grasp_rank=rank, outcome=outcome, message=result.message,
+                error_code=int(result.error_code), object=int(result.object_id),
+                object_name=self._object_name(int(result.object_id)),
+                lifted=[int(i) for i in result.lifted_ids],
+                finger_width=float(result.finger_width),
+                wall_time=time.perf_counter() - t_exec,
+                grasp=dict(center=g.center[0].tolist(), approach=g.approach[0].tolist(),
+                           closing=g.closing[0].tolist(), width=float(g.width[0]),
+                           score=float(g.score[0])))
+            return outcome, len(result.lifted_ids)
+        return None
 
     def _execute_goal(self, goal: ExecuteGrasp.Goal) -> ExecuteGrasp.Result:
         cfg = self.config

@@ -22,10 +22,11 @@ Services (created as ``~/NAME``: ``sim_world/reset`` etc. for the default node n
   stamped with the node clock. Noise is applied when both the ``noise`` parameter and the
   request's ``noise`` are true; its random stream depends on ``(seed, trial, attempts)`` and
   the number of captures since the attempt began only
-  (:meth:`~gpr_ros.core.clutter.session.TrialWorld.observe`).
+  (:meth:`~gpr_ros.core.clutter.session.TrialWorld.observe`). ``NO_SCENE`` before the first
+  reset.
 - ``~/begin_attempt`` (``std_srvs/Trigger``): the next capture is the first view of the next
   attempt (the supervisor calls it before each attempt; an executed grasp does it too).
-  ``NO_SCENE`` before the first reset.
+  Fails before the first reset.
 - ``~/execute`` (``gpr_msgs/SimExecuteGrasp``): execute one grasp with the simulated gripper.
   The pose is read in ``header.frame_id``, which must be ``world_frame`` or ``camera_frame``
   (the camera's fixed extrinsics, the ``T_world_camera`` of every capture, map it to the world),
