@@ -131,6 +131,10 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
     try:
         result = train(_train_config(epochs=1), data, out, progress=False)
         torch.save(result.model.state_dict(), Path(out) / f"rank{rank}.pt")
+        # both ranks done before either tears gloo down: a rank that destroys its group while
+        # the other still talks to it can abort the other ("terminate called without an
+        # active exception", seen once in a CI run)
+        dist.barrier()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
