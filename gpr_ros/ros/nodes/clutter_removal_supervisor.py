@@ -31,8 +31,9 @@ log describes (real mode: always), otherwise it is re-run from its start in a ne
 and the old lines are ignored, so no attempt is lost or counted twice.
 
 Progress and results are published on ``~/progress`` (``gpr_msgs/ClutterRemovalProgress``,
-reliable, transient local) after every attempt. With ``exit_when_done`` the node shuts down
-when the last trial has ended (exit code 0; 1 if the run was aborted).
+reliable, transient local, the last 100 kept for late subscribers) after every attempt. With
+``exit_when_done`` the node shuts down when the last trial has ended (exit code 0; 1 if the
+run was aborted).
 """
 
 from __future__ import annotations
@@ -215,6 +216,10 @@ PARAMETERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+#: ``~/progress`` messages kept for subscribers that join late (transient local).
+PROGRESS_HISTORY = 100
+
+
 class _StopRequested(Exception):  # noqa: N818 - a signal, not an error
     """The node is shutting down."""
 
@@ -239,7 +244,14 @@ class ClutterRemovalSupervisor(Node):
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                              reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._progress_pub = self.create_publisher(ClutterRemovalProgress, '~/progress', latched)
+        # the last PROGRESS_HISTORY messages stay for late subscribers: a monitor that joins
+        # after the first attempts (discovery under load) still gets the trial's story; one
+        # with depth 1 gets the latest, as from a depth-1 latched topic
+        history = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=PROGRESS_HISTORY,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._progress_pub = self.create_publisher(ClutterRemovalProgress, '~/progress',
+                                                   history)
         # Triggered clouds come reliably (the camera node publishes triggered clouds reliably).
         self.create_subscription(PointCloud2, 'cloud', self._on_cloud, 1, callback_group=group)
         self._cloud_lock = threading.Condition()
