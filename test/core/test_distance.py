@@ -16,8 +16,11 @@ from gpr_ros.core.grasp import (
     grasp_nms,
     pairwise_grasp_distance,
 )
+from gpr_ros.core.grasp.distance import numpy_grasp_nms
+from gpr_ros.core.kernels import NUMBA_AVAILABLE, grasp_nms_kernel
 
 SETTINGS = settings(max_examples=60, deadline=None)
+needs_numba = pytest.mark.skipif(not NUMBA_AVAILABLE, reason="numba is not installed")
 
 
 def one(center: list[float], approach: list[float], closing: list[float]) -> Grasps:
@@ -212,3 +215,67 @@ def test_far_apart_grasps_are_all_kept() -> None:
     g = Grasps(grid, np.tile([0, 0, 1.0], (64, 1)), np.tile([1.0, 0, 0], (64, 1)), 0.02,
                score=np.linspace(0, 1, 64))
     np.testing.assert_array_equal(grasp_nms(g), np.arange(64)[::-1])
+
+
+# --------------------------------------- numba kernel: identical to the KD-tree/numpy version
+
+
+def _nms_set(rng: np.random.Generator, n: int, spread: float) -> Grasps:
+    """Random grasps with exact duplicates, near-duplicates and coarse (tied) scores."""
+    g = random_grasps(rng, n, spread)
+    dup = rng.choice(n, n // 5, replace=False)
+    src = rng.choice(n, n // 5)
+    center, approach, closing = g.center.copy(), g.approach.copy(), g.closing.copy()
+    center[dup], approach[dup], closing[dup] = center[src], approach[src], closing[src]
+    near = rng.choice(n, n // 5, replace=False)
+    center[near] += rng.normal(scale=1e-3, size=(len(near), 3))
+    return Grasps(center, approach, closing, g.width, score=np.round(rng.random(n), 1))
+
+
+@pytest.mark.parametrize("beta", [DEFAULT_BETA, (0.0, 0.03, 0.03), (2.0, 0.1, 0.0),
+                                  (1.0, 0.0, 0.0), (1e-300, 0.03, 0.03)])
+@pytest.mark.parametrize("max_keep", [None, 0, 1, 7])
+def test_nms_equals_numpy_version(beta: tuple[float, float, float], max_keep: int | None
+                                  ) -> None:
+    rng = np.random.default_rng(11)
+    for n, spread in ((1, 0.1), (2, 0.001), (60, 0.02), (600, 0.1), (1000, 0.3)):
+        g = _nms_set(rng, n, spread)
+        for threshold in (0.0, 0.005, 0.02, 0.1, 10.0):
+            got = grasp_nms(g, threshold, beta, max_keep)
+            want = numpy_grasp_nms(g, threshold, beta, max_keep)
+            assert got.dtype == np.int64
+            np.testing.assert_array_equal(got, want)
+
+
+@needs_numba
+def test_nms_kernel_decides_random_sets_itself() -> None:
+    rng = np.random.default_rng(5)
+    g = _nms_set(rng, 800, 0.1)
+    data = np.concatenate([g.center, g.approach, g.closing], axis=1)
+    order = np.argsort(-g.score, kind="stable")
+    keep, decided = grasp_nms_kernel(data, order, 800, 0.02, 1.0, 0.03 / np.pi, 0.03 / np.pi)
+    assert decided  # no fallback: the kernel alone matches the numpy version
+    np.testing.assert_array_equal(keep, numpy_grasp_nms(g, 0.02))
+
+
+def test_nms_borderline_pairs_equal_numpy_version() -> None:
+    # Centres 0.25 m apart, same orientation: D = 0.25 = threshold exactly (not suppressed),
+    # and the squared centre distance equals (threshold / β1)²: the kernel hands such calls
+    # to the numpy version.
+    center = np.array([[0.0, 0.0, 0.0], [0.25, 0.0, 0.0], [0.0, 0.125, 0.0]])
+    g = Grasps(center, np.tile([0, 0, 1.0], (3, 1)), np.tile([1.0, 0, 0], (3, 1)), 0.02,
+               score=[0.9, 0.8, 0.7])
+    for threshold in (0.125, 0.25, 0.26):
+        np.testing.assert_array_equal(grasp_nms(g, threshold, (1.0, 0.03, 0.03)),
+                                      numpy_grasp_nms(g, threshold, (1.0, 0.03, 0.03)))
+    if NUMBA_AVAILABLE:
+        data = np.concatenate([g.center, g.approach, g.closing], axis=1)
+        _, decided = grasp_nms_kernel(data, np.arange(3), 3, 0.25, 1.0, 0.0, 0.0)
+        assert not decided
+
+
+def test_numpy_nms_validates_like_grasp_nms() -> None:
+    g = one([0, 0, 0], [1, 0, 0], [0, 1, 0])
+    for kwargs in ({"threshold": -1.0}, {"max_keep": -1}, {"beta": (1.0, 0.03)}):
+        with pytest.raises(ConfigError):
+            numpy_grasp_nms(g, **kwargs)

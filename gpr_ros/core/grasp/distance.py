@@ -12,6 +12,14 @@ of rotation about either axis.
 
 D is used both for pruning annotations (Sec. IV-A) and for NMS of stage-1 proposals
 (Sec. V-B), and as the pose accuracy measure of Table II.
+
+:func:`grasp_nms` runs a compiled kernel (:func:`~gpr_ros.core.kernels.grasp_nms_kernel`: a
+uniform grid of the centres with cells of edge threshold / β1, D evaluated pair by pair with
+the float64 operations of :func:`_distance`) when :mod:`numba` imports, and
+:func:`numpy_grasp_nms` (a KD-tree and a Python loop over the kept grasps) otherwise. They keep
+the same grasps: a pair whose D (or squared centre distance, against (threshold / β1)²) is
+within rounding error of the threshold, where numpy's vectorised arctan2 could round the other
+way, makes the kernel hand the whole call to :func:`numpy_grasp_nms`.
 """
 
 from __future__ import annotations
@@ -24,12 +32,14 @@ from scipy.spatial import cKDTree
 
 from gpr_ros.core.errors import ConfigError, GeometryError
 from gpr_ros.core.grasp.grasps import Grasps
+from gpr_ros.core.kernels import NUMBA_AVAILABLE, grasp_nms_kernel
 
 __all__ = [
     "DEFAULT_BETA",
     "DEFAULT_NMS_THRESHOLD",
     "grasp_distance",
     "grasp_nms",
+    "numpy_grasp_nms",
     "pairwise_grasp_distance",
 ]
 
@@ -141,6 +151,20 @@ def pairwise_grasp_distance(
     )
 
 
+def _nms_arguments(
+    grasps: Grasps, threshold: float, beta: Sequence[float], max_keep: int | None
+) -> tuple[tuple[float, float, float], float, int]:
+    """Validated ``(beta, threshold, limit)`` of :func:`grasp_nms`."""
+    b = _check_beta(beta)
+    thr = float(threshold)
+    if not np.isfinite(thr) or thr < 0.0:
+        raise ConfigError(f"threshold must be a finite value >= 0, got {threshold}")
+    if max_keep is not None and (int(max_keep) != max_keep or max_keep < 0):
+        raise ConfigError(f"max_keep must be None or an integer >= 0, got {max_keep}")
+    limit = len(grasps) if max_keep is None else min(int(max_keep), len(grasps))
+    return b, thr, limit
+
+
 def grasp_nms(
     grasps: Grasps,
     threshold: float = DEFAULT_NMS_THRESHOLD,
@@ -153,9 +177,10 @@ def grasp_nms(
     not suppressed is kept, and every grasp with D < ``threshold`` to it is suppressed.
 
     Since D >= β1·||o1 - o2||, only grasps with centres within ``threshold / β1`` can be
-    suppressed; with β1 > 0 they are found with a KD-tree, so the cost is about
-    (kept grasps) x (neighbours within that radius). With β1 = 0 each kept grasp is compared
-    with every remaining candidate (O(kept · N)).
+    suppressed; with β1 > 0 they are found on a grid (numba) or with a KD-tree
+    (:func:`numpy_grasp_nms`), so the cost is about (kept grasps) x (neighbours within that
+    radius). With β1 = 0 each kept grasp is compared with every remaining candidate
+    (O(kept · N)). Both implementations return the same indices.
 
     :param grasps: the candidates.
     :param threshold: suppression threshold on D (see :data:`DEFAULT_NMS_THRESHOLD`).
@@ -165,17 +190,49 @@ def grasp_nms(
     :raises ConfigError: on a negative or non-finite threshold, invalid weights or a negative
         ``max_keep``.
     """
-    b = _check_beta(beta)
-    thr = float(threshold)
-    if not np.isfinite(thr) or thr < 0.0:
-        raise ConfigError(f"threshold must be a finite value >= 0, got {threshold}")
-    if max_keep is not None and (int(max_keep) != max_keep or max_keep < 0):
-        raise ConfigError(f"max_keep must be None or an integer >= 0, got {max_keep}")
-    limit = len(grasps) if max_keep is None else min(int(max_keep), len(grasps))
+    b, thr, limit = _nms_arguments(grasps, threshold, beta, max_keep)
     if limit == 0:
         return np.zeros(0, dtype=np.int64)
-
     order = np.argsort(-grasps.score, kind="stable")
+    if NUMBA_AVAILABLE:
+        g = np.concatenate([grasps.center, grasps.approach, grasps.closing], axis=1)
+        keep, decided = grasp_nms_kernel(
+            g, order.astype(np.int64, copy=False), limit, thr, b[0], b[1] / np.pi, b[2] / np.pi
+        )
+        if decided:
+            return keep
+    return _numpy_nms(grasps, order, thr, b, limit)
+
+
+def numpy_grasp_nms(
+    grasps: Grasps,
+    threshold: float = DEFAULT_NMS_THRESHOLD,
+    beta: Sequence[float] = DEFAULT_BETA,
+    max_keep: int | None = None,
+) -> NDArray[np.int64]:
+    """:func:`grasp_nms` with a KD-tree and numpy (the fallback without numba).
+
+    :param grasps: the candidates.
+    :param threshold: suppression threshold on D.
+    :param beta: weights (β1 per metre, β2, β3).
+    :param max_keep: stop after keeping this many grasps (``None``: no limit).
+    :return: the same as :func:`grasp_nms`.
+    :raises ConfigError: as :func:`grasp_nms`.
+    """
+    b, thr, limit = _nms_arguments(grasps, threshold, beta, max_keep)
+    if limit == 0:
+        return np.zeros(0, dtype=np.int64)
+    return _numpy_nms(grasps, np.argsort(-grasps.score, kind="stable"), thr, b, limit)
+
+
+def _numpy_nms(
+    grasps: Grasps,
+    order: NDArray[np.intp],
+    thr: float,
+    b: tuple[float, float, float],
+    limit: int,
+) -> NDArray[np.int64]:
+    """Greedy NMS loop of :func:`numpy_grasp_nms` on validated arguments (``limit`` >= 1)."""
     centers, approach, closing = grasps.center, grasps.approach, grasps.closing
     suppressed = np.zeros(len(grasps), dtype=bool)
     tree = cKDTree(centers) if b[0] > 0.0 else None

@@ -58,7 +58,6 @@ from gpr_ros.core.grasp import DEFAULT_BETA, STAGE_1, STAGE_2, Grasps, pairwise_
 from gpr_ros.core.network.checkpoint import load_checkpoint
 from gpr_ros.core.network.errors import NetworkError
 from gpr_ros.core.network.inference import GraspDetector
-from gpr_ros.core.network.pointnet2 import gather_points
 
 __all__ = [
     "CALIBRATION_EDGES",
@@ -446,17 +445,15 @@ def predict_stages(detector: GraspDetector, points: NDArray[Any],
     groups = {k: torch.from_numpy(np.ascontiguousarray(v)).to(detector.device).unsqueeze(0)
               for k, v in groups_np.items()}
     features = model.backbone(xyz, groups)
-    seg_logits, reg = model.stage1(features)
-    center, rot, width = model.decode_proposals(xyz, reg)
     limit = config.proposals_test if max_proposals is None else int(max_proposals)
-    props = model.select_inference_proposals(seg_logits, center, rot, width, limit)
-    index = props.index[:, : int(props.valid.sum())]
-    if index.shape[1] == 0:
+    props = model.inference_proposals(features, xyz, limit)
+    n = props.count
+    if n == 0:
         return StagePredictions(Grasps.empty(), Grasps.empty())
-    p_center = gather_points(center, index)
-    p_rot = gather_points(rot.flatten(2), index).unflatten(-1, (3, 3))
-    p_width = torch.gather(width, 1, index)
-    score1 = torch.sigmoid(torch.gather(seg_logits, 1, index))
+    p_center, p_rot = props.center[:, :n], props.rotation[:, :n]
+    p_width = props.width[:, :n]
+    seg_logits = props.seg_logits
+    score1 = torch.sigmoid(torch.gather(seg_logits, 1, props.index[:, :n]))
     generator = torch.Generator().manual_seed(detector.seed)
     s2 = model.refine(features, seg_logits, xyz, p_center, p_rot, generator)
     r_center, r_rot, r_width = model.apply_refinement(p_center, p_rot, p_width, s2)

@@ -15,7 +15,6 @@ fields of ``gpr_msgs/msg/InferenceTiming.msg``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 import statistics
 import time
@@ -31,7 +30,8 @@ from gpr_ros.core.network.data import sample_indices
 from gpr_ros.core.network.errors import NetworkError
 from gpr_ros.core.network.model import GPRNet
 from gpr_ros.core.network.pointnet2 import gather_points
-from gpr_ros.core.network.sampling import precompute_groups, reference_groups
+from gpr_ros.core.network.reference import reference_detect
+from gpr_ros.core.network.sampling import precompute_groups
 
 __all__ = [
     "TIMING_FIELDS",
@@ -121,7 +121,6 @@ class GraspDetector:
         max_grasps: int | None = None,
         min_score: float = 0.0,
         stage: int = STAGE_2,
-        groups_fn: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None,
         proposals: int | None = None,
     ) -> Grasps:
         """Detect grasps in a cloud.
@@ -136,8 +135,6 @@ class GraspDetector:
         :param max_grasps: return at most this many, best first (default: all).
         :param min_score: drop grasps scoring below this.
         :param stage: :data:`STAGE_2` (refined) or :data:`STAGE_1` (proposals after NMS).
-        :param groups_fn: compute the grouping in torch from the sampled points instead of
-            :func:`precompute_groups` (used by :func:`benchmark_reference`).
         :param proposals: proposals kept after NMS and refined (default
             ``config.proposals_test``, or ``max_grasps`` when that is larger).
         :return: grasps sorted by descending score; ``stage`` set accordingly.
@@ -152,43 +149,36 @@ class GraspDetector:
         timing: dict[str, Any] = dict.fromkeys(TIMING_FIELDS, 0.0)
         t0 = time.perf_counter()
         raw = np.asarray(points)
-        if groups_fn is None:
-            sel, groups_np, _ = self.preprocess(points)
-            xyz = torch.from_numpy(sel).to(self.device).unsqueeze(0)
-            groups = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device).unsqueeze(0)
-                      for k, v in groups_np.items()}
-        else:
-            pts = np.asarray(points, dtype=np.float64)
-            pts = pts[np.all(np.isfinite(pts), axis=1)]
-            rng = np.random.default_rng(self.seed)
-            sel = pts[sample_indices(len(pts), self.config.num_points, rng)].astype(np.float32)
-            xyz = torch.from_numpy(sel).to(self.device).unsqueeze(0)
-            groups = {k: v.unsqueeze(0) for k, v in groups_fn(xyz[0]).items()}
+        sel, groups_np, _ = self.preprocess(points)
+        xyz = torch.from_numpy(sel).to(self.device).unsqueeze(0)
+        groups = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device).unsqueeze(0)
+                  for k, v in groups_np.items()}
         t1 = time.perf_counter()
         model = self.model
         features = self._backbone(xyz, groups)
         t2 = time.perf_counter()
-        seg_logits, reg = model.stage1(features)
-        center, rot, width = model.decode_proposals(xyz, reg)
-        t3 = time.perf_counter()
+        seg_logits = model.segmentation(features)
         if proposals is None:  # at least as many as asked for
             limit = max(self.config.proposals_test, int(max_grasps or 0))
         else:
             limit = int(proposals)
-        props = model.select_inference_proposals(seg_logits, center, rot, width, limit)
+        cand, cand_score = model.proposal_candidates(seg_logits, None)
+        reg = model.regression_at(features, cand)
+        center, rot, width = model.decode_proposals(gather_points(xyz, cand), reg)
+        t3 = time.perf_counter()
+        props = model.nms_proposals(seg_logits, cand, cand_score, center, rot, width, limit)
         t4 = time.perf_counter()
-        index = props.index[:, : int(props.valid.sum())]
-        p_center = gather_points(center, index)
-        p_rot = gather_points(rot.flatten(2), index).unflatten(-1, (3, 3))
-        p_width = torch.gather(width, 1, index)
-        score = torch.sigmoid(torch.gather(seg_logits, 1, index))
-        if stage == STAGE_2 and index.shape[1] > 0:
+        n = props.count
+        p_center, p_rot = props.center[:, :n], props.rotation[:, :n]
+        p_width = props.width[:, :n]
+        score = torch.sigmoid(torch.gather(seg_logits, 1, props.index[:, :n]))
+        if stage == STAGE_2 and n > 0:
             generator = torch.Generator().manual_seed(self.seed)
             s2 = model.refine(features, seg_logits, xyz, p_center, p_rot, generator)
             p_center, p_rot, p_width = model.apply_refinement(p_center, p_rot, p_width, s2)
             score = torch.sigmoid(s2["conf"])
         t5 = time.perf_counter()
-        grasps = self._postprocess(p_center[0], p_rot[0], p_width[0], score[0], min_score, stage)
+        grasps = self.postprocess(p_center[0], p_rot[0], p_width[0], score[0], min_score, stage)
         if max_grasps is not None:
             grasps = grasps[: int(max_grasps)]
         t6 = time.perf_counter()
@@ -200,8 +190,20 @@ class GraspDetector:
         self.last_timing = timing
         return grasps
 
-    def _postprocess(self, center: torch.Tensor, rot: torch.Tensor, width: torch.Tensor,
-                     score: torch.Tensor, min_score: float, stage: int) -> Grasps:
+    def postprocess(self, center: torch.Tensor, rot: torch.Tensor, width: torch.Tensor,
+                    score: torch.Tensor, min_score: float, stage: int) -> Grasps:
+        """Grasps from one scene's refined (or stage-1) parameters: widths up to
+        ``max_width + width_tolerance`` clipped to ``max_width``, wider ones and those scoring
+        below ``min_score`` dropped, the rest sorted by descending score.
+
+        :param center: (P, 3).
+        :param rot: (P, 3, 3).
+        :param width: (P,).
+        :param score: (P,).
+        :param min_score: minimum score.
+        :param stage: stage recorded in the grasps.
+        :return: the grasps.
+        """
         c = center.cpu().double().numpy()
         r = rot.cpu().double().numpy()
         w = width.cpu().double().numpy()
@@ -282,26 +284,27 @@ def benchmark_inference(
 def benchmark_reference(
     detector: GraspDetector, points: ArrayLike, repeats: int = 3, warmup: int = 1
 ) -> dict[str, Any]:
-    """Full detection with fast precomputed grouping vs the pure-PyTorch reference grouping.
+    """:meth:`GraspDetector.detect` against the straightforward pure-PyTorch reference.
 
-    The reference computes FPS with a Python loop and ball query / 3-NN from dense distance
-    matrices (:func:`~.sampling.reference_groups`); everything else is identical.
+    The reference (:func:`~.reference.reference_detect`) computes the same grasps with FPS in
+    a Python loop, ball query / 3-NN from dense distance matrices, channels-first shared MLPs
+    and a dense stage-2 crop (see :mod:`.reference`).
 
     :param detector: the detector.
     :param points: the cloud (e.g. 16,384 points).
     :param repeats: timed calls per variant.
     :param warmup: untimed calls per variant.
-    :return: ``{"fast": medians, "reference": medians, "speedup_total": ratio,
-        "speedup_preprocess": ratio}``.
+    :return: ``{"fast": medians, "reference": medians ("preprocess", "total"),
+        "speedup_total": ratio, "speedup_preprocess": ratio}``.
     """
     fast = benchmark_inference(detector, points, repeats, warmup)
-    config = detector.config
     runs = []
     for i in range(warmup + repeats):
-        detector.detect(points, groups_fn=lambda xyz: reference_groups(xyz, config))
+        timing: dict[str, float] = {}
+        reference_detect(detector, points, timing)
         if i >= warmup:
-            runs.append(dict(detector.last_timing))
-    ref = _median_timing(runs)
+            runs.append(timing)
+    ref = {k: statistics.median(r[k] for r in runs) for k in ("preprocess", "total")}
     return {
         "fast": fast,
         "reference": ref,

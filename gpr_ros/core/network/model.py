@@ -14,7 +14,8 @@ run on CPU numpy: it is sequential, ~1k candidates, and not differentiated). Tra
 ``proposals_train`` of the survivors, at most ``positive_fraction`` positives, where a
 proposal is positive if D to its nearest ground-truth grasp is below ``positive_distance``
 (D is invariant to r -> -r); missing slots are filled by sampling with replacement.
-Inference keeps the ``proposals_test`` best.
+Inference keeps the ``proposals_test`` best; there only the NMS candidates are regressed and
+decoded (:meth:`GPRNet.inference_proposals`), not every point.
 
 Stage 2 (Sec. V-B). For each proposal the backbone points inside the enlarged closing region
 are cropped (the box of :class:`~gpr_ros.core.grasp.GripperModel` grown by ε on every side;
@@ -49,13 +50,22 @@ from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation
 import torch
 from torch import nn
+import torch.nn.functional as nnf
 
 from gpr_ros.core.grasp import BIN_KEYS, Grasps, grasp_nms, pairwise_grasp_distance
+from gpr_ros.core.kernels import NUMBA_AVAILABLE, crop_kernel
 from gpr_ros.core.network.config import NetworkConfig
-from gpr_ros.core.network.pointnet2 import Backbone, gather_points, shared_mlp
+from gpr_ros.core.network.pointnet2 import (
+    Backbone,
+    channels_last,
+    first_conv,
+    gather_points,
+    shared_mlp,
+)
 
 __all__ = [
     "GPRNet",
+    "InferenceProposals",
     "ProposalBatch",
     "axis_angle_to_matrix",
     "rotations_from_angles",
@@ -123,9 +133,83 @@ class ProposalBatch:
     width_target: torch.Tensor
 
 
+@dataclass
+class InferenceProposals:
+    """Inference proposals of a batch (P per scene, padded), with their stage-1 parameters.
+
+    :ivar index: (B, P) int64 point indices (0 for padding).
+    :ivar valid: (B, P) bool, False for padding.
+    :ivar center: (B, P, 3) decoded centres.
+    :ivar rotation: (B, P, 3, 3) decoded rotations.
+    :ivar width: (B, P) decoded widths (>= 0).
+    :ivar seg_logits: (B, N) stage-1 logits of every point.
+    """
+
+    index: torch.Tensor
+    valid: torch.Tensor
+    center: torch.Tensor
+    rotation: torch.Tensor
+    width: torch.Tensor
+    seg_logits: torch.Tensor
+
+    @property
+    def count(self) -> int:
+        """Real proposals of the first scene (inference runs one scene at a time)."""
+        return int(self.valid[0].sum())
+
+
 def _to_grasps(center: NDArray[Any], rot: NDArray[Any], width: NDArray[Any],
                score: NDArray[Any]) -> Grasps:
     return Grasps(center, rot[:, :, 0], rot[:, :, 1], np.maximum(width, 0.0), score)
+
+
+def _crop_torch(
+    xyz: torch.Tensor, origin: torch.Tensor, rot: torch.Tensor, noise: torch.Tensor,
+    bounds: tuple[float, float, float, float], k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop selection with tensor operations (see :meth:`GPRNet.crop`).
+
+    :return: ``(index (B, P, K), count (B, P))``.
+    """
+    x_lo, x_hi, y_half, z_half = bounds
+    canon = torch.einsum("bpni,bpik->bpnk", xyz.unsqueeze(1) - origin.unsqueeze(2), rot)
+    inside = (
+        (canon[..., 0] >= x_lo)
+        & (canon[..., 0] <= x_hi)
+        & (canon[..., 1].abs() <= y_half)
+        & (canon[..., 2].abs() <= z_half)
+    )
+    keys = inside.to(xyz.dtype) * (1.0 + noise)
+    kk = min(k, inside.shape[-1])
+    idx = keys.topk(kk, dim=-1).indices
+    count = inside.sum(-1)
+    slot = torch.arange(k, device=xyz.device).expand(*count.shape, k)
+    period = count.clamp_min(1).unsqueeze(-1)
+    src = torch.where(slot < count.unsqueeze(-1), slot, slot % period).clamp_max(kk - 1)
+    return idx.gather(-1, src), count
+
+
+def _crop_numba(
+    xyz: torch.Tensor, origin: torch.Tensor, rot: torch.Tensor, noise: torch.Tensor,
+    bounds: tuple[float, float, float, float], k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop selection with :func:`~gpr_ros.core.kernels.crop_kernel`, scene by scene (CPU
+    tensors).
+
+    :return: ``(index (B, P, K), count (B, P))``, equal to :func:`_crop_torch`'s.
+    """
+    b, p = origin.shape[:2]
+    idx = np.zeros((b, p, k), dtype=np.int64)
+    count = np.zeros((b, p), dtype=np.int64)
+    lims = np.asarray(bounds, dtype=np.float64)
+    for i in range(b):
+        crop_kernel(
+            xyz[i].detach().numpy().astype(np.float64),
+            origin[i].detach().numpy().astype(np.float64),
+            rot[i].detach().numpy().astype(np.float64),
+            noise[i].numpy(), lims, idx[i], count[i],
+        )
+    return torch.from_numpy(idx), torch.from_numpy(count)
 
 
 class GPRNet(nn.Module):
@@ -172,10 +256,33 @@ class GPRNet(nn.Module):
     def stage1(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Stage-1 heads.
 
-        :param features: (B, C, N) backbone features.
-        :return: ``(seg_logits (B, N), reg (B, R, N))``.
+        :param features: (B, N, C) backbone features.
+        :return: ``(seg_logits (B, N), reg (B, R, N))`` (``reg`` is a transposed view).
         """
-        return self.seg_head(features).squeeze(1), self.reg_head(features)
+        return self.segmentation(features), channels_last(self.reg_head, features).transpose(1, 2)
+
+    def segmentation(self, features: torch.Tensor) -> torch.Tensor:
+        """Stage-1 contact logits.
+
+        :param features: (B, N, C) backbone features.
+        :return: (B, N) logits.
+        """
+        return channels_last(self.seg_head, features).squeeze(-1)
+
+    def regression_at(self, features: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The stage-1 regression output of some points only (inference).
+
+        The head's hidden layer runs on every point (its GroupNorm statistics are taken over
+        the whole cloud, as in :meth:`stage1`); its output layer only on the points asked for.
+
+        :param features: (B, N, C) backbone features.
+        :param index: (B, Q) point indices.
+        :return: (B, R, Q), equal to ``stage1(features)[1]`` gathered at ``index``.
+        """
+        hidden = channels_last(self.reg_head[0], features)
+        out: nn.Conv1d = self.reg_head[-1]  # type: ignore[assignment]
+        picked = nnf.linear(gather_points(hidden, index), out.weight.flatten(1), out.bias)
+        return picked.transpose(1, 2)
 
     def split_regression(self, reg: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Split the regression output into per-key bin logits and residuals.
@@ -327,43 +434,96 @@ class GPRNet(nn.Module):
         width = (gt.width - props.width) / self.config.width_scale
         return center.astype(np.float32), rot.astype(np.float32), width.astype(np.float32)
 
-    def select_inference_proposals(
+    def inference_proposals(
         self,
-        seg_logits: torch.Tensor,
-        center: torch.Tensor,
-        rot: torch.Tensor,
-        width: torch.Tensor,
+        features: torch.Tensor,
+        xyz: torch.Tensor,
         max_proposals: int | None = None,
         min_score: float | None = None,
-    ) -> ProposalBatch:
-        """The ``proposals_test`` best proposals after NMS (padded per scene).
+    ) -> InferenceProposals:
+        """Stage-1 scores, then the ``proposals_test`` best proposals after NMS (padded).
 
-        :param seg_logits: (B, N).
-        :param center: (B, N, 3).
-        :param rot: (B, N, 3, 3).
-        :param width: (B, N).
+        Equal to decoding every point and running :meth:`nms_candidates` on all of them, but
+        only the candidates of the NMS (the ``pre_nms_proposals`` best points scoring at least
+        ``proposal_threshold``) are regressed and decoded (:meth:`regression_at`).
+
+        :param features: (B, N, C) backbone features.
+        :param xyz: (B, N, 3) points.
         :param max_proposals: override of ``proposals_test``.
         :param min_score: override of ``proposal_threshold``.
-        :return: the proposals; ``valid`` marks real ones, best first.
+        :return: the proposals; ``valid`` marks real ones, best stage-1 score first.
         """
-        p = self.config.proposals_test if max_proposals is None else int(max_proposals)
+        with torch.no_grad():
+            seg_logits = self.segmentation(features)
+            cand, cand_score = self.proposal_candidates(seg_logits, min_score)
+            reg = self.regression_at(features, cand)
+            center, rot, width = self.decode_proposals(gather_points(xyz, cand), reg)
+        return self.nms_proposals(seg_logits, cand, cand_score, center, rot, width,
+                                   max_proposals)
+
+    def proposal_candidates(self, seg_logits: torch.Tensor,
+                    min_score: float | None) -> tuple[torch.Tensor, list[NDArray[Any]]]:
+        """The NMS candidates of every scene: the ``pre_nms_proposals`` best points scoring at
+        least ``min_score`` (default ``proposal_threshold``).
+
+        :param seg_logits: (B, N) stage-1 logits.
+        :param min_score: minimum sigmoid score, or ``None``.
+        :return: ``(index (B, Q) padded with 0, scores)``, scores a list of one float64 array
+            per scene (its real candidates, best first).
+        """
         thr = self.config.proposal_threshold if min_score is None else float(min_score)
         score = torch.sigmoid(seg_logits.detach()).cpu().double().numpy()
+        orders, scores = [], []
+        for row in score:
+            order = np.argsort(-row, kind="stable")[: self.config.pre_nms_proposals]
+            order = order[row[order] >= thr]
+            orders.append(order)
+            scores.append(row[order])
+        q = max(1, max(len(o) for o in orders))
+        index = np.zeros((len(orders), q), dtype=np.int64)
+        for i, order in enumerate(orders):
+            index[i, : len(order)] = order
+        return torch.from_numpy(index).to(seg_logits.device), scores
+
+    def nms_proposals(
+        self, seg_logits: torch.Tensor, cand: torch.Tensor, cand_score: list[NDArray[Any]],
+        center: torch.Tensor, rot: torch.Tensor, width: torch.Tensor,
+        max_proposals: int | None,
+    ) -> InferenceProposals:
+        """Greedy NMS with D of every scene's candidates; the survivors, padded to P.
+
+        :param seg_logits: (B, N) stage-1 logits.
+        :param cand: (B, Q) candidate indices (:meth:`proposal_candidates`).
+        :param cand_score: the candidates' scores.
+        :param center: (B, Q, 3) the candidates' decoded centres.
+        :param rot: (B, Q, 3, 3) their rotations.
+        :param width: (B, Q) their widths.
+        :param max_proposals: P (default ``proposals_test``).
+        :return: the proposals.
+        """
+        p = self.config.proposals_test if max_proposals is None else int(max_proposals)
         c_np, r_np = center.cpu().double().numpy(), rot.cpu().double().numpy()
         w_np = width.cpu().double().numpy()
-        b = score.shape[0]
-        index = np.zeros((b, p), dtype=np.int64)
+        b = len(cand_score)
+        pos = np.zeros((b, p), dtype=np.int64)
         valid = np.zeros((b, p), dtype=bool)
-        for i in range(b):
-            kept = self.nms_candidates(score[i], c_np[i], r_np[i], w_np[i], thr, p)
-            index[i, : len(kept)] = kept
-            valid[i, : len(kept)] = True
+        for i, score in enumerate(cand_score):
+            m = len(score)
+            if m == 0:
+                continue
+            grasps = _to_grasps(c_np[i, :m], r_np[i, :m], w_np[i, :m], score)
+            keep = grasp_nms(grasps, self.config.nms_threshold, self.config.distance_beta, p)
+            pos[i, : len(keep)] = keep
+            valid[i, : len(keep)] = True
         dev = seg_logits.device
-        zeros = torch.zeros(b, p, device=dev)
-        return ProposalBatch(
-            index=torch.from_numpy(index).to(dev), valid=torch.from_numpy(valid).to(dev),
-            label=zeros, center_target=zeros.new_zeros(b, p, 3),
-            rot_target=zeros.new_zeros(b, p, 3), width_target=zeros,
+        pos_t = torch.from_numpy(pos).to(dev)
+        return InferenceProposals(
+            index=torch.gather(cand, 1, pos_t),
+            valid=torch.from_numpy(valid).to(dev),
+            center=gather_points(center, pos_t),
+            rotation=gather_points(rot.flatten(2), pos_t).unflatten(-1, (3, 3)),
+            width=torch.gather(width, 1, pos_t),
+            seg_logits=seg_logits,
         )
 
     # ------------------------------------------------------------------ stage 2
@@ -377,8 +537,13 @@ class GPRNet(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample ``crop_points`` points in each proposal's enlarged closing region.
 
-        Vectorised version of :meth:`GripperModel.points_in_closing_region` (y extent: the
-        maximum opening, see the module docstring).
+        :meth:`GripperModel.points_in_closing_region` with the y extent of the maximum
+        opening (see the module docstring). Every point gets a uniform random key per
+        proposal; the ``crop_points`` inside points with the largest keys are taken (a random
+        subset without replacement), repeated in that order when fewer. On CPU a numba kernel
+        visits the (point, proposal) pairs once (:func:`~gpr_ros.core.kernels.crop_kernel`);
+        elsewhere, or without numba, tensor operations make the same selection
+        (:func:`_crop_torch`).
 
         :param xyz: (B, N, 3) points.
         :param center: (B, P, 3) proposal centres.
@@ -390,25 +555,17 @@ class GPRNet(nn.Module):
         g = self.config.gripper
         e = self.config.enlarge + 1e-9
         k = self.config.crop_points
+        b, p = center.shape[:2]
+        n = xyz.shape[1]
         origin = center - g.finger_depth * rot[..., 0]
-        canon = torch.einsum("bpni,bpik->bpnk", xyz.unsqueeze(1) - origin.unsqueeze(2), rot)
-        inside = (
-            (canon[..., 0] >= -e)
-            & (canon[..., 0] <= g.finger_depth + e)
-            & (canon[..., 1].abs() <= 0.5 * g.max_width + e)
-            & (canon[..., 2].abs() <= 0.5 * g.finger_height + e)
-        )
-        noise = torch.rand(inside.shape, generator=generator, device="cpu").to(xyz.device)
-        keys = inside.to(xyz.dtype) * (1.0 + noise)
-        kk = min(k, inside.shape[-1])
-        idx = keys.topk(kk, dim=-1).indices
-        count = inside.sum(-1)
-        slot = torch.arange(k, device=xyz.device).expand(*count.shape, k)
-        period = count.clamp_min(1).unsqueeze(-1)
-        src = torch.where(slot < count.unsqueeze(-1), slot, slot % period)
-        src = src.clamp_max(kk - 1)
-        idx = idx.gather(-1, src)
-        local = canon.gather(2, idx.unsqueeze(-1).expand(-1, -1, -1, 3))
+        noise = torch.rand((b, p, n), generator=generator, device="cpu")
+        bounds = (-e, g.finger_depth + e, 0.5 * g.max_width + e, 0.5 * g.finger_height + e)
+        if NUMBA_AVAILABLE and xyz.device.type == "cpu":
+            idx, count = _crop_numba(xyz, origin, rot, noise, bounds, k)
+        else:
+            idx, count = _crop_torch(xyz, origin, rot, noise.to(xyz.device), bounds, k)
+        picked = gather_points(xyz, idx)  # (B, P, K, 3)
+        local = torch.einsum("bpki,bpij->bpkj", picked - origin.unsqueeze(2), rot)
         return idx, local, count
 
     def refine(
@@ -422,7 +579,7 @@ class GPRNet(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Stage-2 refinement of P proposals per scene.
 
-        :param features: (B, C, N) backbone features.
+        :param features: (B, N, C) backbone features.
         :param seg_logits: (B, N) stage-1 logits.
         :param xyz: (B, N, 3) points.
         :param center: (B, P, 3) proposal centres (detached).
@@ -434,14 +591,20 @@ class GPRNet(nn.Module):
         b, p = center.shape[:2]
         idx, local, count = self.crop(xyz, center, rot, generator)
         k = idx.shape[-1]
-        feats = gather_points(features.transpose(1, 2), idx.reshape(b, p * k))
+        # The encoder's input per cropped point is [canonical xyz / max_width, stage-1
+        # features, stage-1 score]; its first layer is applied to the last two per cloud
+        # point, before the crop gathers them (N rows instead of P·K, see pointnet2).
+        first = first_conv(self.s2_encoder)
+        w = first.weight.flatten(1)  # (C', 3 + C + 1)
         score = torch.sigmoid(seg_logits.detach()).unsqueeze(-1)
-        seg = gather_points(score, idx.reshape(b, p * k))
+        per_point = torch.addcmul(nnf.linear(features, w[:, 3:-1]), score, w[:, -1])
         local = local / self.config.gripper.max_width
-        x = torch.cat([local.reshape(b, p * k, 3), feats, seg], dim=-1)
-        x = x * (count > 0).reshape(b, p, 1).expand(b, p, k).reshape(b, p * k, 1)
-        x = x.reshape(b * p, k, -1).transpose(1, 2).contiguous()
-        pooled = self.s2_encoder(x).max(dim=-1).values
+        h = nnf.linear(local, w[:, :3]) + gather_points(per_point, idx)
+        h = h * (count > 0).unsqueeze(-1).unsqueeze(-1)  # an empty crop's input is zeros
+        if first.bias is not None:
+            h = h + first.bias
+        pooled = channels_last(self.s2_encoder, h.reshape(b * p, k, -1),
+                               skip_first=True).amax(dim=1)
         out = self.s2_head(pooled).reshape(b, p, -1)
         return {
             "conf": out[..., 0],
@@ -496,16 +659,23 @@ class GPRNet(nn.Module):
         """
         features = self.backbone(xyz, groups)
         seg_logits, reg = self.stage1(features)
-        center, rot, width = self.decode_proposals(xyz, reg)
         if gt is not None:
+            center, rot, width = self.decode_proposals(xyz, reg)
             props = self.sample_training_proposals(
                 seg_logits, center, rot, width, gt, np.random.default_rng(seed)
             )
+            p_center = gather_points(center, props.index)
+            p_rot = gather_points(rot.flatten(2), props.index).unflatten(-1, (3, 3))
+            p_width = torch.gather(width, 1, props.index)
         else:
-            props = self.select_inference_proposals(seg_logits, center, rot, width)
-        p_center = gather_points(center, props.index)
-        p_rot = gather_points(rot.flatten(2), props.index).unflatten(-1, (3, 3))
-        p_width = torch.gather(width, 1, props.index)
+            inf = self.inference_proposals(features, xyz)
+            zeros = torch.zeros(inf.index.shape, device=xyz.device)
+            props = ProposalBatch(
+                index=inf.index, valid=inf.valid, label=zeros,
+                center_target=zeros.new_zeros(*zeros.shape, 3),
+                rot_target=zeros.new_zeros(*zeros.shape, 3), width_target=zeros,
+            )
+            p_center, p_rot, p_width = inf.center, inf.rotation, inf.width
         generator = torch.Generator().manual_seed(int(seed))
         s2 = self.refine(features, seg_logits, xyz, p_center, p_rot, generator)
         return {

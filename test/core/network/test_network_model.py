@@ -45,7 +45,7 @@ def test_forward_shapes(batch: dict) -> None:
     net = GPRNet(cfg)
     b, n = batch["points"].shape[:2]
     feats = net.backbone(batch["points"], batch["groups"])
-    assert feats.shape == (b, cfg.feature_channels, n)
+    assert feats.shape == (b, n, cfg.feature_channels)
     seg, reg = net.stage1(feats)
     assert seg.shape == (b, n)
     assert reg.shape == (b, 2 * sum(cfg.bins.spec(k).count for k in BIN_KEYS), n)

@@ -1,0 +1,153 @@
+"""The fast network code against the straightforward reference: same numbers, same grasps.
+
+The backbone, heads and stage 2 run channels-last with split first layers, regress only the
+NMS candidates and crop with a numba kernel (see :mod:`gpr_ros.core.network.pointnet2` and
+:mod:`gpr_ros.core.network.model`); :mod:`gpr_ros.core.network.reference` computes the same
+thing the textbook way. Here both run on the same weights and inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+import torch
+
+from gpr_ros.core.fixtures import Box, box_scene_cloud
+from gpr_ros.core.grasp import Grasps
+from gpr_ros.core.kernels import NUMBA_AVAILABLE
+from gpr_ros.core.network import model as model_module
+from gpr_ros.core.network.config import NetworkConfig
+from gpr_ros.core.network.data import collate, prepare_scene
+from gpr_ros.core.network.inference import GraspDetector
+from gpr_ros.core.network.model import GPRNet
+from gpr_ros.core.network.pointnet2 import (
+    channels_first_reference,
+    channels_last,
+    gather_points,
+    shared_mlp,
+)
+from gpr_ros.core.network.reference import reference_backbone, reference_detect, reference_gather
+from gpr_ros.core.network.synthetic import synthetic_scene
+from gpr_ros.resources import share_dir
+
+MODEL = share_dir() / "models" / "gpr_default.pt"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def batch() -> dict:
+    cfg = NetworkConfig.tiny()
+    items = [prepare_scene(synthetic_scene(np.random.default_rng(i), num_points=700), cfg,
+                           np.random.default_rng(i)) for i in range(2)]
+    return collate(items)
+
+
+@pytest.mark.parametrize("norm", ["group", "batch"])
+@pytest.mark.parametrize("shape", [(2, 50, 7), (2, 20, 6, 7)])
+def test_channels_last_equals_the_modules(norm: str, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    mlp = shared_mlp(7, (16, 32), norm, 8, dims=len(shape) - 2)
+    for layer in mlp:  # non-trivial affine parameters
+        if isinstance(layer, torch.nn.GroupNorm | torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(layer.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(layer.bias, -0.5, 0.5)
+    twin = copy.deepcopy(mlp)
+    x = torch.randn(*shape) * 3 + 1
+    for training in (True, False):  # batch norm: batch statistics, then running ones
+        mlp.train(training)
+        twin.train(training)
+        x1 = x.clone().requires_grad_(True)
+        x2 = x.clone().requires_grad_(True)
+        got, want = channels_last(mlp, x1), channels_first_reference(twin, x2)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        (got * torch.arange(got.numel()).reshape(got.shape)).sum().backward()
+        (want * torch.arange(want.numel()).reshape(want.shape)).sum().backward()
+        torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-3)
+        for a, b in zip(mlp.parameters(), twin.parameters(), strict=True):
+            torch.testing.assert_close(a.grad, b.grad, rtol=2e-3, atol=1e-2)
+        for a, b in zip(mlp.buffers(), twin.buffers(), strict=True):  # running statistics
+            torch.testing.assert_close(a, b)
+        mlp.zero_grad()
+        twin.zero_grad()
+
+
+def test_channels_last_rejects_other_layers() -> None:
+    with pytest.raises(TypeError, match="Linear"):
+        channels_last(torch.nn.Sequential(torch.nn.Linear(3, 4)), torch.zeros(1, 5, 3))
+
+
+def test_gather_points_batched() -> None:
+    values = torch.randn(3, 10, 4)
+    index = torch.randint(0, 10, (3, 5, 2))
+    torch.testing.assert_close(gather_points(values, index), reference_gather(values, index))
+    for b in range(3):
+        torch.testing.assert_close(gather_points(values, index)[b], values[b][index[b]])
+
+
+def test_backbone_and_heads_equal_the_reference(batch: dict) -> None:
+    torch.manual_seed(1)
+    net = GPRNet(NetworkConfig.tiny())
+    twin = copy.deepcopy(net)
+    points, groups = batch["points"], batch["groups"]
+    fast = net.backbone(points, groups)
+    slow = reference_backbone(twin.backbone, points, groups)
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
+    # Gradients too: training runs the same code.
+    fast.pow(2).sum().backward()
+    slow.pow(2).sum().backward()
+    for (name, a), b in zip(net.backbone.named_parameters(), twin.backbone.parameters(),
+                            strict=True):
+        scale = float(b.grad.abs().max())
+        assert float((a.grad - b.grad).abs().max()) <= 1e-4 * max(scale, 1.0), name
+    # The regression of some points equals the full head output at those points.
+    with torch.no_grad():
+        seg, reg = net.stage1(fast)
+        index = torch.tensor([[0, 5, 5, 17], [3, 2, 1, 0]])
+        torch.testing.assert_close(net.regression_at(fast, index),
+                                   torch.stack([reg[b][:, index[b]] for b in range(2)]))
+        cf = slow.transpose(1, 2)
+        torch.testing.assert_close(seg, twin.seg_head(cf).squeeze(1), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not NUMBA_AVAILABLE, reason="numba not installed")
+def test_numba_crop_equals_torch_crop() -> None:
+    rng = np.random.default_rng(4)
+    pts = torch.from_numpy(rng.uniform(-0.05, 0.05, (2, 600, 3)))
+    g = Grasps.from_rotations(rng.uniform(-0.02, 0.02, (14, 3)),
+                              Rotation.random(14, random_state=5).as_matrix(), 0.05)
+    center = torch.from_numpy(g.center.copy()).reshape(2, 7, 3)
+    rot = torch.from_numpy(g.rotations.copy()).reshape(2, 7, 3, 3)
+    noise = torch.rand((2, 7, 600), generator=torch.Generator().manual_seed(0))
+    for k, bounds in ((8, (-0.001, 0.031, 0.026, 0.01)), (64, (-0.001, 0.031, 0.026, 0.01)),
+                      (4, (-0.001, 0.0, 0.0, 0.0))):  # few, many and no points inside
+        idx_n, count_n = model_module._crop_numba(pts, center, rot, noise, bounds, k)
+        idx_t, count_t = model_module._crop_torch(pts, center, rot, noise, bounds, k)
+        torch.testing.assert_close(count_n, count_t)
+        full = count_t > 0  # an empty region's indices are never used
+        torch.testing.assert_close(idx_n[full], idx_t[full])
+    assert (count_t == 0).all() and (count_n == 0).all()
+
+
+@pytest.mark.skipif(not MODEL.is_file(), reason="no shipped model")
+def test_detect_equals_the_reference_on_the_shipped_model() -> None:
+    detector = GraspDetector.from_checkpoint(MODEL)
+    boxes = [Box((-0.05, 0.02), (0.03, 0.06, 0.04)), Box((0.06, -0.03), (0.05, 0.025, 0.03)),
+             Box((0.0, -0.08), (0.02, 0.08, 0.05))]
+    cloud = box_scene_cloud(boxes, rng=np.random.default_rng(0))
+    fast = detector.detect(cloud)
+    slow = reference_detect(detector, cloud, reference_grouping=False)
+    assert len(fast) > 5 and len(fast) == len(slow)
+    np.testing.assert_allclose(fast.score, slow.score, atol=1e-5)
+    np.testing.assert_allclose(fast.center, slow.center, atol=1e-5)
+    np.testing.assert_allclose(fast.rotations, slow.rotations, atol=1e-4)
+    np.testing.assert_allclose(fast.width, slow.width, atol=1e-5)
+    # With its own grouping (exact FPS) the reference still finds grasps of the same boxes.
+    ref = reference_detect(detector, cloud)
+    assert len(ref) > 5 and np.all(ref.width <= detector.config.gripper.max_width)
