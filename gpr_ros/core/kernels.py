@@ -57,6 +57,7 @@ except ImportError:  # pragma: no cover
 __all__ = [
     "NUMBA_AVAILABLE",
     "ball_query_kernel",
+    "compile_kernels",
     "crop_kernel",
     "grasp_nms_kernel",
     "three_nn_kernel",
@@ -586,3 +587,29 @@ def crop_kernel(
         order = np.argsort(-keys[:m], kind="mergesort")
         for s in range(k):
             idx[p, s] = inside[order[s % m]]
+
+
+def compile_kernels() -> float:
+    """Compile (or load from the cache) every kernel now, by calling each on tiny inputs.
+
+    A node calls this at start-up so that its first detection does not pay the compilation
+    (about 4 s on a cold cache, 0.2 s warm). Nothing is changed by the calls.
+
+    :return: seconds taken (0 without numba).
+    """
+    if not NUMBA_AVAILABLE:
+        return 0.0
+    import time
+
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(-0.05, 0.05, (32, 3))
+    ball_query_kernel(pts, pts[:4], 0.02, 4)
+    three_nn_kernel(pts, pts[:8])
+    g = np.concatenate([pts[:6], np.tile([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]], (6, 1))], axis=1)
+    grasp_nms_kernel(g, np.arange(6, dtype=np.int64), 6, 0.02, 1.0, 0.03 / math.pi,
+                     0.03 / math.pi)
+    crop_kernel(pts, pts[:2], np.tile(np.eye(3), (2, 1, 1)),
+                rng.random((2, 32), dtype=np.float32), np.array([-0.001, 0.031, 0.026, 0.01]),
+                np.zeros((2, 4), np.int64), np.zeros(2, np.int64))
+    return time.perf_counter() - start

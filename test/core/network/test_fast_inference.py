@@ -151,3 +151,17 @@ def test_detect_equals_the_reference_on_the_shipped_model() -> None:
     # With its own grouping (exact FPS) the reference still finds grasps of the same boxes.
     ref = reference_detect(detector, cloud)
     assert len(ref) > 5 and np.all(ref.width <= detector.config.gripper.max_width)
+
+
+def test_warm_up_changes_no_result(batch: dict) -> None:
+    torch.manual_seed(2)
+    cfg = NetworkConfig.tiny(proposal_threshold=0.0)  # random weights: keep every proposal
+    cloud = batch["points"][0].numpy().astype(np.float64)
+    cold = GraspDetector(GPRNet(cfg)).detect(cloud)
+    torch.manual_seed(2)  # the same weights
+    detector = GraspDetector(GPRNet(cfg))
+    assert detector.warm_up() > 0.0
+    warm = detector.detect(cloud)
+    assert len(cold) > 0 and len(warm) == len(cold)
+    np.testing.assert_array_equal(warm.center, cold.center)
+    np.testing.assert_array_equal(warm.score, cold.score)
