@@ -30,7 +30,6 @@ from gpr_ros.core.network.checkpoint import load_model
 from gpr_ros.core.network.data import sample_indices
 from gpr_ros.core.network.errors import NetworkError
 from gpr_ros.core.network.model import GPRNet
-from gpr_ros.core.network.pointnet2 import gather_points
 from gpr_ros.core.network.reference import reference_detect
 from gpr_ros.core.network.sampling import precompute_groups
 
@@ -119,6 +118,16 @@ class GraspDetector:
         :return: ``(points (num_points, 3) float32, groups, num_finite_points)``.
         :raises NetworkError: on a wrong shape or a cloud without finite points.
         """
+        sel, finite = self.sample_input(points)
+        return sel, precompute_groups(sel, self.config), finite
+
+    def sample_input(self, points: ArrayLike) -> tuple[np.ndarray, int]:
+        """The network input: ``num_points`` finite points drawn with the detector's seed.
+
+        :param points: (N, 3) cloud.
+        :return: ``(points (num_points, 3) float32, num_finite_points)``.
+        :raises NetworkError: on a wrong shape or a cloud without finite points.
+        """
         pts = np.asarray(points, dtype=np.float64)
         if pts.ndim != 2 or pts.shape[1] != 3:
             raise NetworkError(f"points must have shape (N, 3), got {pts.shape}")
@@ -127,10 +136,7 @@ class GraspDetector:
             raise NetworkError("the cloud has no finite point")
         rng = np.random.default_rng(self.seed)
         sel = pts[sample_indices(len(pts), self.config.num_points, rng)].astype(np.float32)
-        return sel, precompute_groups(sel, self.config), len(pts)
-
-    def _backbone(self, xyz: torch.Tensor, groups: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model.backbone(xyz, groups)
+        return sel, len(pts)
 
     @torch.no_grad()
     def detect(
@@ -173,18 +179,16 @@ class GraspDetector:
                   for k, v in groups_np.items()}
         t1 = time.perf_counter()
         model = self.model
-        features = self._backbone(xyz, groups)
+        features = model.backbone(xyz, groups)
         t2 = time.perf_counter()
-        seg_logits = model.segmentation(features)
         if proposals is None:  # at least as many as asked for
             limit = max(self.config.proposals_test, int(max_grasps or 0))
         else:
             limit = int(proposals)
-        cand, cand_score = model.proposal_candidates(seg_logits, None)
-        reg = model.regression_at(features, cand)
-        center, rot, width = model.decode_proposals(gather_points(xyz, cand), reg)
+        candidates = model.stage1_candidates(features, xyz)
+        seg_logits = candidates.seg_logits
         t3 = time.perf_counter()
-        props = model.nms_proposals(seg_logits, cand, cand_score, center, rot, width, limit)
+        props = model.nms_proposals(candidates, limit)
         t4 = time.perf_counter()
         n = props.count
         p_center, p_rot = props.center[:, :n], props.rotation[:, :n]

@@ -67,6 +67,7 @@ __all__ = [
     "GPRNet",
     "InferenceProposals",
     "ProposalBatch",
+    "Stage1Candidates",
     "axis_angle_to_matrix",
     "rotations_from_angles",
 ]
@@ -131,6 +132,26 @@ class ProposalBatch:
     center_target: torch.Tensor
     rot_target: torch.Tensor
     width_target: torch.Tensor
+
+
+@dataclass
+class Stage1Candidates:
+    """The NMS candidates of a batch at inference (Q per scene, padded with index 0).
+
+    :ivar seg_logits: (B, N) stage-1 logits of every point.
+    :ivar index: (B, Q) int64 point indices of the candidates.
+    :ivar scores: per scene, the float64 scores of its real candidates, best first.
+    :ivar center: (B, Q, 3) decoded centres.
+    :ivar rotation: (B, Q, 3, 3) decoded rotations.
+    :ivar width: (B, Q) decoded widths.
+    """
+
+    seg_logits: torch.Tensor
+    index: torch.Tensor
+    scores: list[NDArray[np.float64]]
+    center: torch.Tensor
+    rotation: torch.Tensor
+    width: torch.Tensor
 
 
 @dataclass
@@ -440,37 +461,44 @@ class GPRNet(nn.Module):
         xyz: torch.Tensor,
         max_proposals: int | None = None,
         min_score: float | None = None,
+        seg_logits: torch.Tensor | None = None,
     ) -> InferenceProposals:
         """Stage-1 scores, then the ``proposals_test`` best proposals after NMS (padded).
 
         Equal to decoding every point and running :meth:`nms_candidates` on all of them, but
-        only the candidates of the NMS (the ``pre_nms_proposals`` best points scoring at least
-        ``proposal_threshold``) are regressed and decoded (:meth:`regression_at`).
+        only the candidates of the NMS are regressed and decoded
+        (:meth:`stage1_candidates`, then :meth:`nms_proposals`).
 
         :param features: (B, N, C) backbone features.
         :param xyz: (B, N, 3) points.
         :param max_proposals: override of ``proposals_test``.
         :param min_score: override of ``proposal_threshold``.
+        :param seg_logits: (B, N) stage-1 logits when already computed.
         :return: the proposals; ``valid`` marks real ones, best stage-1 score first.
         """
-        with torch.no_grad():
-            seg_logits = self.segmentation(features)
-            cand, cand_score = self.proposal_candidates(seg_logits, min_score)
-            reg = self.regression_at(features, cand)
-            center, rot, width = self.decode_proposals(gather_points(xyz, cand), reg)
-        return self.nms_proposals(seg_logits, cand, cand_score, center, rot, width,
-                                   max_proposals)
+        candidates = self.stage1_candidates(features, xyz, min_score, seg_logits)
+        return self.nms_proposals(candidates, max_proposals)
 
-    def proposal_candidates(self, seg_logits: torch.Tensor,
-                    min_score: float | None) -> tuple[torch.Tensor, list[NDArray[Any]]]:
-        """The NMS candidates of every scene: the ``pre_nms_proposals`` best points scoring at
-        least ``min_score`` (default ``proposal_threshold``).
+    @torch.no_grad()
+    def stage1_candidates(
+        self,
+        features: torch.Tensor,
+        xyz: torch.Tensor,
+        min_score: float | None = None,
+        seg_logits: torch.Tensor | None = None,
+    ) -> Stage1Candidates:
+        """Stage 1 at inference: every point's contact score, and the decoded proposals of
+        the NMS candidates only (the ``pre_nms_proposals`` best points scoring at least
+        ``min_score``, default ``proposal_threshold``; :meth:`regression_at`).
 
-        :param seg_logits: (B, N) stage-1 logits.
+        :param features: (B, N, C) backbone features.
+        :param xyz: (B, N, 3) points.
         :param min_score: minimum sigmoid score, or ``None``.
-        :return: ``(index (B, Q) padded with 0, scores)``, scores a list of one float64 array
-            per scene (its real candidates, best first).
+        :param seg_logits: (B, N) stage-1 logits when already computed.
+        :return: the candidates.
         """
+        if seg_logits is None:
+            seg_logits = self.segmentation(features)
         thr = self.config.proposal_threshold if min_score is None else float(min_score)
         score = torch.sigmoid(seg_logits.detach()).cpu().double().numpy()
         orders, scores = [], []
@@ -479,35 +507,30 @@ class GPRNet(nn.Module):
             order = order[row[order] >= thr]
             orders.append(order)
             scores.append(row[order])
-        q = max(1, max(len(o) for o in orders))
-        index = np.zeros((len(orders), q), dtype=np.int64)
+        index = np.zeros((len(orders), max(1, max(len(o) for o in orders))), dtype=np.int64)
         for i, order in enumerate(orders):
             index[i, : len(order)] = order
-        return torch.from_numpy(index).to(seg_logits.device), scores
+        cand = torch.from_numpy(index).to(seg_logits.device)
+        reg = self.regression_at(features, cand)
+        center, rot, width = self.decode_proposals(gather_points(xyz, cand), reg)
+        return Stage1Candidates(seg_logits, cand, scores, center, rot, width)
 
-    def nms_proposals(
-        self, seg_logits: torch.Tensor, cand: torch.Tensor, cand_score: list[NDArray[Any]],
-        center: torch.Tensor, rot: torch.Tensor, width: torch.Tensor,
-        max_proposals: int | None,
-    ) -> InferenceProposals:
+    def nms_proposals(self, candidates: Stage1Candidates,
+                      max_proposals: int | None = None) -> InferenceProposals:
         """Greedy NMS with D of every scene's candidates; the survivors, padded to P.
 
-        :param seg_logits: (B, N) stage-1 logits.
-        :param cand: (B, Q) candidate indices (:meth:`proposal_candidates`).
-        :param cand_score: the candidates' scores.
-        :param center: (B, Q, 3) the candidates' decoded centres.
-        :param rot: (B, Q, 3, 3) their rotations.
-        :param width: (B, Q) their widths.
+        :param candidates: :meth:`stage1_candidates` output.
         :param max_proposals: P (default ``proposals_test``).
         :return: the proposals.
         """
+        c = candidates
         p = self.config.proposals_test if max_proposals is None else int(max_proposals)
-        c_np, r_np = center.cpu().double().numpy(), rot.cpu().double().numpy()
-        w_np = width.cpu().double().numpy()
-        b = len(cand_score)
+        c_np, r_np = c.center.cpu().double().numpy(), c.rotation.cpu().double().numpy()
+        w_np = c.width.cpu().double().numpy()
+        b = len(c.scores)
         pos = np.zeros((b, p), dtype=np.int64)
         valid = np.zeros((b, p), dtype=bool)
-        for i, score in enumerate(cand_score):
+        for i, score in enumerate(c.scores):
             m = len(score)
             if m == 0:
                 continue
@@ -515,15 +538,15 @@ class GPRNet(nn.Module):
             keep = grasp_nms(grasps, self.config.nms_threshold, self.config.distance_beta, p)
             pos[i, : len(keep)] = keep
             valid[i, : len(keep)] = True
-        dev = seg_logits.device
+        dev = c.seg_logits.device
         pos_t = torch.from_numpy(pos).to(dev)
         return InferenceProposals(
-            index=torch.gather(cand, 1, pos_t),
+            index=torch.gather(c.index, 1, pos_t),
             valid=torch.from_numpy(valid).to(dev),
-            center=gather_points(center, pos_t),
-            rotation=gather_points(rot.flatten(2), pos_t).unflatten(-1, (3, 3)),
-            width=torch.gather(width, 1, pos_t),
-            seg_logits=seg_logits,
+            center=gather_points(c.center, pos_t),
+            rotation=gather_points(c.rotation.flatten(2), pos_t).unflatten(-1, (3, 3)),
+            width=torch.gather(c.width, 1, pos_t),
+            seg_logits=c.seg_logits,
         )
 
     # ------------------------------------------------------------------ stage 2
@@ -668,7 +691,7 @@ class GPRNet(nn.Module):
             p_rot = gather_points(rot.flatten(2), props.index).unflatten(-1, (3, 3))
             p_width = torch.gather(width, 1, props.index)
         else:
-            inf = self.inference_proposals(features, xyz)
+            inf = self.inference_proposals(features, xyz, seg_logits=seg_logits)
             zeros = torch.zeros(inf.index.shape, device=xyz.device)
             props = ProposalBatch(
                 index=inf.index, valid=inf.valid, label=zeros,

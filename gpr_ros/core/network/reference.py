@@ -29,8 +29,6 @@ from numpy.typing import ArrayLike
 import torch
 
 from gpr_ros.core.grasp import STAGE_2, Grasps
-from gpr_ros.core.network.data import sample_indices
-from gpr_ros.core.network.errors import NetworkError
 from gpr_ros.core.network.model import GPRNet, _crop_torch
 from gpr_ros.core.network.pointnet2 import Backbone, FeaturePropagation, SetAbstractionMSG
 from gpr_ros.core.network.sampling import precompute_groups, reference_groups
@@ -133,14 +131,7 @@ def reference_detect(detector: Any, points: ArrayLike,
     t0 = time.perf_counter()
     model: GPRNet = detector.model
     cfg = model.config
-    pts = np.asarray(points, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] != 3:
-        raise NetworkError(f"points must have shape (N, 3), got {pts.shape}")
-    pts = pts[np.all(np.isfinite(pts), axis=1)]
-    if len(pts) == 0:
-        raise NetworkError("the cloud has no finite point")
-    rng = np.random.default_rng(detector.seed)
-    sel = pts[sample_indices(len(pts), cfg.num_points, rng)].astype(np.float32)
+    sel, _ = detector.sample_input(points)
     xyz = torch.from_numpy(sel).to(detector.device).unsqueeze(0)
     if reference_grouping:
         groups = {k: v.unsqueeze(0) for k, v in reference_groups(xyz[0], cfg).items()}

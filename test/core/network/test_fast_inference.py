@@ -20,7 +20,6 @@ from gpr_ros.core.grasp import Grasps
 from gpr_ros.core.kernels import NUMBA_AVAILABLE
 from gpr_ros.core.network import model as model_module
 from gpr_ros.core.network.config import NetworkConfig
-from gpr_ros.core.network.data import collate, prepare_scene
 from gpr_ros.core.network.inference import GraspDetector
 from gpr_ros.core.network.model import GPRNet
 from gpr_ros.core.network.pointnet2 import (
@@ -30,7 +29,6 @@ from gpr_ros.core.network.pointnet2 import (
     shared_mlp,
 )
 from gpr_ros.core.network.reference import reference_backbone, reference_detect, reference_gather
-from gpr_ros.core.network.synthetic import synthetic_scene
 from gpr_ros.resources import share_dir
 
 MODEL = share_dir() / "models" / "gpr_default.pt"
@@ -39,14 +37,6 @@ MODEL = share_dir() / "models" / "gpr_default.pt"
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
     torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def batch() -> dict:
-    cfg = NetworkConfig.tiny()
-    items = [prepare_scene(synthetic_scene(np.random.default_rng(i), num_points=700), cfg,
-                           np.random.default_rng(i)) for i in range(2)]
-    return collate(items)
 
 
 @pytest.mark.parametrize("norm", ["group", "batch"])

@@ -12,18 +12,10 @@ import torch
 from gpr_ros.core.errors import ConfigError
 from gpr_ros.core.grasp import BIN_KEYS, Grasps, GripperModel, grasps_from_angles
 from gpr_ros.core.network.config import NetworkConfig, TrainConfig
-from gpr_ros.core.network.data import collate, prepare_scene, rotation_about_z
+from gpr_ros.core.network.data import prepare_scene, rotation_about_z
 from gpr_ros.core.network.losses import compute_losses, focal_loss
 from gpr_ros.core.network.model import GPRNet, axis_angle_to_matrix, rotations_from_angles
 from gpr_ros.core.network.synthetic import synthetic_scene
-
-
-@pytest.fixture(scope="module")
-def batch() -> dict:
-    cfg = NetworkConfig.tiny()
-    items = [prepare_scene(synthetic_scene(np.random.default_rng(i), num_points=700), cfg,
-                           np.random.default_rng(i)) for i in range(2)]
-    return collate(items)
 
 
 def test_config_round_trip_and_validation() -> None:
