@@ -38,6 +38,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     tr.add_argument('--init-from', type=Path, default=None,
                     help='start a new run from this checkpoint\'s weights (fresh optimizer '
                          'and schedule; ignored when OUT/last.pt is resumed)')
+    tr.add_argument('--train-parts', choices=('all', 'stage2'), default='all',
+                    help='all (default), or stage2: freeze the backbone and stage 1 and train '
+                         'the refinement network only (fine-tuning with --init-from)')
+    tr.add_argument('--confidence-target', choices=('proposal', 'refined'),
+                    default='proposal',
+                    help='what the stage-2 confidence learns: proposal (the proposal is '
+                         'within D 0.02 of a ground-truth grasp, default) or refined (the '
+                         'refined grasp is within D 0.01 and 5 mm of width of one)')
+    tr.add_argument('--proposals-train', type=int, default=None,
+                    help='proposals sampled per scene to train stage 2 (default: the '
+                         'preset\'s, 64 for cpu, 256 for paper as the paper)')
     tr.add_argument('--device', default='cpu', help='cpu or cuda[:N] (default cpu)')
     tr.add_argument('--no-resume', action='store_true', help='start over even if OUT/last.pt '
                     'exists')
@@ -52,13 +63,18 @@ def _train(args: argparse.Namespace) -> int:
     from gpr_ros.core.network.train import train
 
     torch.set_num_threads(max(1, args.threads))
-    network = NetworkConfig.cpu() if args.preset == 'cpu' else NetworkConfig.paper()
+    preset = NetworkConfig.cpu if args.preset == 'cpu' else NetworkConfig.paper
+    overrides: dict[str, object] = {'confidence_target': args.confidence_target}
+    if args.proposals_train is not None:
+        overrides['proposals_train'] = args.proposals_train
     lr = args.lr if args.lr is not None else (0.02 if args.optimizer == 'sgd' else 1e-3)
     try:
+        network = preset(**overrides)
         config = TrainConfig(network=network, epochs=args.epochs, batch_size=args.batch_size,
                              optimizer=args.optimizer, lr=lr, seed=args.seed,
                              num_workers=args.loader_workers,
-                             max_steps_per_epoch=args.max_steps_per_epoch)
+                             max_steps_per_epoch=args.max_steps_per_epoch,
+                             train_parts=args.train_parts)
         result = train(config, args.data, args.out, progress=True, resume=not args.no_resume,
                        device=args.device, init_from=args.init_from)
     except GprError as err:

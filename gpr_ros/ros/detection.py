@@ -134,7 +134,7 @@ class DetectionConfig:
         Fewer is faster but lets stage 2 rank fewer candidates. A call asking for more grasps
         gets that many proposals.
     :ivar min_score: drop grasps scoring below this when a call asks for 0, in [0, 1]
-        (default :data:`~gpr_ros.core.network.config.DEFAULT_MIN_SCORE`, 0.3).
+        (default :data:`~gpr_ros.core.network.config.DEFAULT_MIN_SCORE`, 0.1).
     :ivar min_points: clouds with fewer finite points are rejected (``TOO_FEW_POINTS``).
     :ivar output_frame: frame of the published grasps; ``''``: the cloud's frame.
     :ivar camera_to_output: pose ``[x, y, z, qx, qy, qz, qw]`` of the cloud frame in

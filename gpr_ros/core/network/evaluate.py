@@ -63,6 +63,7 @@ __all__ = [
     "CALIBRATION_EDGES",
     "CONFIDENCE_THRESHOLD",
     "COVERAGE_THRESHOLD",
+    "OPERATING_THRESHOLDS",
     "PAPER_POSE_ACCURACY",
     "PAPER_WIDTH_ACCURACY",
     "POSE_THRESHOLDS",
@@ -73,10 +74,12 @@ __all__ = [
     "EvaluationResult",
     "calibration",
     "GraspMatch",
+    "OperatingPoint",
     "StageMetrics",
     "StagePredictions",
     "evaluate",
     "match_to_ground_truth",
+    "operating_points",
     "plot_evaluation",
     "predict_stages",
     "stage_metrics",
@@ -90,6 +93,8 @@ POSE_THRESHOLDS: tuple[float, ...] = (0.005, 0.01, 0.015, 0.02)
 COVERAGE_THRESHOLD = 0.01
 #: Score bin edges of the calibration table.
 CALIBRATION_EDGES: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0)
+#: Score thresholds of the operating-point table (kept per scene against accuracy).
+OPERATING_THRESHOLDS: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
 #: Predictions scoring below this are the "negative samples" filtered out.
 CONFIDENCE_THRESHOLD = 0.5
 
@@ -123,7 +128,11 @@ PROTOCOL = """\
 6. Coverage (extra): fraction of ground-truth grasps whose nearest kept prediction has
    D < {cov:g}.
 7. Calibration (extra): all predictions before the filter, binned by score; per bin the
-   fraction with D < 0.01, D < 0.02 and width error < 5 mm."""
+   fraction with D < 0.01, D < 0.02 and width error < 5 mm. Operating points (extra): for
+   several filter thresholds t, the predictions scoring >= t per scene and their width
+   accuracy at 5 mm and pose accuracy at D < 0.01. The tables pool over kept predictions,
+   so a stricter filter raises them while fewer grasps are kept: compare models at the same
+   number kept per scene."""
 
 
 class EvaluationError(NetworkError):
@@ -182,6 +191,22 @@ class CalibrationBin:
 
 
 @dataclass(frozen=True)
+class OperatingPoint:
+    """The predictions scoring at least ``threshold`` (all scenes pooled).
+
+    :ivar threshold: the filter.
+    :ivar per_scene: kept predictions per evaluated scene.
+    :ivar width_5mm: fraction with a width error < 5 mm (``None``: none kept).
+    :ivar pose_0_01: fraction with D < 0.01 (``None``: none kept).
+    """
+
+    threshold: float
+    per_scene: float
+    width_5mm: float | None
+    pose_0_01: float | None
+
+
+@dataclass(frozen=True)
 class StageMetrics:
     """Accuracy of one stage over the evaluated scenes.
 
@@ -197,6 +222,7 @@ class StageMetrics:
     :ivar max_score: highest score before the negative filter (``None``: no proposal); shows
         whether the confidence threshold is reachable at all.
     :ivar calibration: accuracy per score bin over all predictions (protocol item 7).
+    :ivar operating_points: accuracy of the predictions above several thresholds (item 7).
     """
 
     stage: int
@@ -210,6 +236,7 @@ class StageMetrics:
     median_distance: float | None
     max_score: float | None = None
     calibration: tuple[CalibrationBin, ...] = ()
+    operating_points: tuple[OperatingPoint, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -384,6 +411,23 @@ class EvaluationResult:
                           _pct(b.width_5mm)]
             lines.append(f"| [{ref.low:g}, {ref.high:g}{']' if ref.high >= 1.0 else ')'} | "
                          + " | ".join(cells) + " |")
+        o1, o2 = self.stage1.operating_points, self.stage2.operating_points
+        if o1 or o2:
+            lines += [
+                "",
+                "Operating points (predictions scoring >= t, all scenes pooled):",
+                "",
+                "| t | stage-1 per scene | width < 5 mm | D < 0.01 | stage-2 per scene | "
+                "width < 5 mm | D < 0.01 |",
+                "|---:|---:|---:|---:|---:|---:|---:|",
+            ]
+            none = OperatingPoint(0.0, 0.0, None, None)
+            for p1, p2 in zip(o1 or [none] * len(o2), o2 or [none] * len(o1), strict=True):
+                point = p1 if o1 else p2
+                row = []
+                for p in (p1, p2):
+                    row += [f"{p.per_scene:.1f}", _pct(p.width_5mm), _pct(p.pose_0_01)]
+                lines.append(f"| {point.threshold:g} | " + " | ".join(row) + " |")
         return [*lines, ""]
 
 
@@ -546,6 +590,7 @@ def stage_metrics(
         median_distance=float(np.median(distance)) if n else None,
         max_score=None if max_score is None else float(max_score),
         calibration=calibration(scored) if scored else (),
+        operating_points=operating_points(scored) if scored else (),
     )
 
 
@@ -571,6 +616,30 @@ def calibration(scored: Sequence[tuple[NDArray[np.float64], GraspMatch]],
             pose_0_02=_fraction(int(np.sum(dist[sel] < 0.02)), n),
             width_5mm=_fraction(int(np.sum(werr[sel] < 0.005)), n)))
     return tuple(bins)
+
+
+def operating_points(scored: Sequence[tuple[NDArray[np.float64], GraspMatch]],
+                     thresholds: Sequence[float] = OPERATING_THRESHOLDS,
+                     ) -> tuple[OperatingPoint, ...]:
+    """Accuracy of the predictions scoring at least each threshold (protocol item 7).
+
+    :param scored: per scene, the scores of all predictions and their match.
+    :param thresholds: the filters.
+    :return: one point per threshold.
+    """
+    score = np.concatenate([np.asarray(s, dtype=np.float64) for s, _ in scored] or [np.zeros(0)])
+    dist = np.concatenate([m.distance for _, m in scored] or [np.zeros(0)])
+    werr = np.concatenate([m.width_error for _, m in scored] or [np.zeros(0)])
+    scenes = max(len(scored), 1)
+    points = []
+    for t in thresholds:
+        sel = score >= t
+        n = int(sel.sum())
+        points.append(OperatingPoint(
+            threshold=float(t), per_scene=n / scenes,
+            width_5mm=_fraction(int(np.sum(werr[sel] < 0.005)), n),
+            pose_0_01=_fraction(int(np.sum(dist[sel] < 0.01)), n)))
+    return tuple(points)
 
 
 def _check_thresholds(values: Sequence[float], name: str) -> tuple[float, ...]:

@@ -12,8 +12,10 @@ Stage 1:
 
 Stage 2 (per proposal):
 
-- ``s2_conf``: binary cross entropy of the confidence logit against the proposal label,
-  averaged over the sampled proposals;
+- ``s2_conf``: binary cross entropy of the confidence logit against the proposal label
+  (``confidence_target="proposal"``) or against whether the refined grasp is accurate
+  (``"refined"``, :meth:`~.model.GPRNet.refined_accuracy_label`), averaged over the sampled
+  proposals;
 - ``s2_center``, ``s2_rot``, ``s2_width``: smooth L1 of the centre (gripper frame, scaled),
   axis-angle and width residuals, positive proposals only, divided by their number.
 
@@ -102,7 +104,8 @@ def compute_losses(
     valid = props.valid.to(s2["conf"].dtype)
     n_valid = valid.sum().clamp_min(1)
     terms["s2_conf"] = (nnf.binary_cross_entropy_with_logits(
-        s2["conf"], label, reduction="none") * valid).sum() / n_valid
+        s2["conf"], props.confidence_target.to(label.dtype), reduction="none") * valid
+    ).sum() / n_valid
     pos = label * valid
     n_pos_props = pos.sum().clamp_min(1)
     terms["s2_center"] = (nnf.smooth_l1_loss(s2["d_center"], props.center_target, reduction="none")

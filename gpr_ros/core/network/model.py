@@ -124,6 +124,9 @@ class ProposalBatch:
     :ivar center_target: (B, P, 3) centre residual targets (proposal frame, scaled).
     :ivar rot_target: (B, P, 3) axis-angle targets.
     :ivar width_target: (B, P) width residual targets (scaled).
+    :ivar conf_label: (B, P) float target of the stage-2 confidence when it differs from
+        ``label`` (``confidence_target="refined"``: 1 where the refined grasp is accurate);
+        ``None``: ``label``.
     """
 
     index: torch.Tensor
@@ -132,6 +135,12 @@ class ProposalBatch:
     center_target: torch.Tensor
     rot_target: torch.Tensor
     width_target: torch.Tensor
+    conf_label: torch.Tensor | None = None
+
+    @property
+    def confidence_target(self) -> torch.Tensor:
+        """What the stage-2 confidence is trained against (``conf_label`` or ``label``)."""
+        return self.label if self.conf_label is None else self.conf_label
 
 
 @dataclass
@@ -658,6 +667,46 @@ class GPRNet(nn.Module):
         new_width = (width + s2["d_width"] * cfg.width_scale).clamp_min(0.0)
         return center + d_c, new_rot, new_width
 
+    @torch.no_grad()
+    def refined_accuracy_label(
+        self,
+        center: torch.Tensor,
+        rot: torch.Tensor,
+        width: torch.Tensor,
+        s2: Mapping[str, torch.Tensor],
+        gt: list[Grasps],
+    ) -> torch.Tensor:
+        """1 where the refined grasp is accurate (``confidence_target="refined"``).
+
+        Accurate: D to the nearest ground-truth grasp of its scene below
+        ``confidence_distance`` and the width within ``confidence_width`` of that grasp's
+        (the widths clipped to the gripper's opening, as at inference).
+
+        :param center: (B, P, 3) proposal centres.
+        :param rot: (B, P, 3, 3) proposal rotations.
+        :param width: (B, P) proposal widths.
+        :param s2: the stage-2 output for these proposals.
+        :param gt: ground-truth grasps per scene.
+        :return: (B, P) float labels.
+        """
+        cfg = self.config
+        r_center, r_rot, r_width = self.apply_refinement(
+            center, rot, width, {k: v.detach() for k, v in s2.items()})
+        c_np = r_center.cpu().double().numpy()
+        r_np = r_rot.cpu().double().numpy()
+        w_np = np.clip(r_width.cpu().double().numpy(), 0.0, cfg.gripper.max_width)
+        label = np.zeros(w_np.shape, dtype=np.float32)
+        for i, truth in enumerate(gt):
+            if len(truth) == 0:
+                continue
+            refined = _to_grasps(c_np[i], r_np[i], w_np[i], np.zeros(len(w_np[i])))
+            dist = pairwise_grasp_distance(refined, truth, cfg.distance_beta)
+            nearest = dist.argmin(axis=1)
+            rows = np.arange(len(nearest))
+            label[i] = ((dist[rows, nearest] < cfg.confidence_distance)
+                        & (np.abs(w_np[i] - truth.width[nearest]) < cfg.confidence_width))
+        return torch.from_numpy(label).to(center.device)
+
     # ------------------------------------------------------------------ training forward
 
     def forward(
@@ -701,6 +750,8 @@ class GPRNet(nn.Module):
             p_center, p_rot, p_width = inf.center, inf.rotation, inf.width
         generator = torch.Generator().manual_seed(int(seed))
         s2 = self.refine(features, seg_logits, xyz, p_center, p_rot, generator)
+        if gt is not None and self.config.confidence_target == "refined":
+            props.conf_label = self.refined_accuracy_label(p_center, p_rot, p_width, s2, gt)
         return {
             "seg_logits": seg_logits,
             "reg": reg,

@@ -35,14 +35,21 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from gpr_ros.core.dataset.storage import DatasetReader
+from gpr_ros.core.errors import ConfigError
 from gpr_ros.core.network.checkpoint import load_checkpoint, save_checkpoint
-from gpr_ros.core.network.config import LOSS_KEYS, TrainConfig
+from gpr_ros.core.network.config import (
+    LOSS_KEYS,
+    TRAIN_PARTS,
+    TRAINING_ONLY_KEYS,
+    TrainConfig,
+    same_network,
+)
 from gpr_ros.core.network.data import SceneDataset, batch_to, collate
 from gpr_ros.core.network.errors import CheckpointError, NetworkError
 from gpr_ros.core.network.losses import compute_losses
 from gpr_ros.core.network.model import GPRNet
 
-__all__ = ["TrainResult", "plot_metrics", "split_scenes", "train"]
+__all__ = ["TrainResult", "plot_metrics", "split_scenes", "train", "trainable_parameters"]
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -115,7 +122,7 @@ def _batch_metrics(out: dict[str, Any], batch: dict[str, Any], model: GPRNet) ->
     bin_idx = batch["bin_target"][..., 3].to(widths.dtype)
     true_w = spec.start + (bin_idx + 0.5 + batch["res_target"][..., 3]) * spec.size
     props = out["proposals"]
-    conf_ok = ((out["stage2"]["conf"] > 0) == (props.label > 0.5)) & props.valid
+    conf_ok = ((out["stage2"]["conf"] > 0) == (props.confidence_target > 0.5)) & props.valid
     return {
         "tp": float((pred & target).sum()),
         "pred_pos": float(pred.sum()),
@@ -220,6 +227,25 @@ def _run_epoch(
     return result
 
 
+def trainable_parameters(model: GPRNet, parts: str) -> list[torch.nn.Parameter]:
+    """Select what learns; freeze the rest (``requires_grad = False``).
+
+    :param model: the network.
+    :param parts: ``"all"`` or ``"stage2"`` (see :attr:`TrainConfig.train_parts`).
+    :return: the parameters to optimise.
+    :raises ConfigError: on an unknown ``parts``.
+    """
+    if parts not in TRAIN_PARTS:
+        raise ConfigError(f"train_parts must be one of {TRAIN_PARTS}, got {parts!r}")
+    learn = (model.s2_encoder, model.s2_head) if parts == "stage2" else (model,)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    chosen = [p for module in learn for p in module.parameters()]
+    for p in chosen:
+        p.requires_grad_(True)
+    return chosen
+
+
 def train(
     config: TrainConfig,
     data_dir: Path | str,
@@ -280,13 +306,13 @@ def train(
     if world > 1:
         model = DistributedDataParallel(core, device_ids=[dev.index] if dev.type == "cuda"
                                         else None)
+    params = trainable_parameters(core, config.train_parts)
     optimizer: torch.optim.Optimizer
     if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(core.parameters(), lr=config.lr, momentum=config.momentum,
+        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay)
     else:
-        optimizer = torch.optim.Adam(core.parameters(), lr=config.lr,
-                                     weight_decay=config.weight_decay)
+        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience,
         min_lr=config.min_lr,
@@ -297,7 +323,7 @@ def train(
     last_path = out / LAST
     if resume and last_path.exists():
         state = load_checkpoint(last_path, map_location=dev)
-        if state["network_config"] != net_cfg.to_dict():
+        if not same_network(state["network_config"], net_cfg):
             raise CheckpointError(
                 f"{last_path} was trained with another network_config; use another out_dir "
                 "or resume=False"
@@ -314,9 +340,10 @@ def train(
         metrics = dict(state.get("metrics", {}))
     elif init_from is not None:
         init = load_checkpoint(Path(init_from), map_location=dev)
-        if init["network_config"] != net_cfg.to_dict():
+        if not same_network(init["network_config"], net_cfg, training_too=False):
             raise CheckpointError(
-                f"{init_from} was trained with another network_config than this run's"
+                f"{init_from} has another network than this run's (network_config differs "
+                f"beyond the training-only keys {TRAINING_ONLY_KEYS})"
             )
         core.load_state_dict(init["model_state"])
     if rank == 0:

@@ -52,6 +52,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 import rclpy
 from rclpy.action import ActionClient
 from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
@@ -76,6 +77,8 @@ from gpr_ros.ros.runtime import spin_until_shutdown
 MODES = ('sim', 'real')
 EXIT_INVALID_PARAMETERS = 2
 LOG_NAME = 'attempts.jsonl'
+#: Seconds the node waits at exit for progress subscribers to acknowledge the last messages.
+EXIT_FLUSH_TIMEOUT = 2.0
 
 #: ExecuteGrasp result error code -> attempt outcome (the core's Outcome values).
 _OUTCOMES = {
@@ -428,6 +431,11 @@ class ClutterRemovalSupervisor(Node):
             self.exit_code = 1
         if self.config.exit_when_done and not self._stop.is_set():
             self.get_logger().info('run finished; shutting down (exit_when_done)')
+            # The last progress messages must reach reliable subscribers before the process
+            # ends: a latched topic's history dies with its publisher.
+            if not self._progress_pub.wait_for_all_acked(Duration(seconds=EXIT_FLUSH_TIMEOUT)):
+                self.get_logger().warning('progress subscribers did not acknowledge the last '
+                                          f'messages within {EXIT_FLUSH_TIMEOUT:g} s')
             self.context.try_shutdown()
 
     def _run_trials(self) -> None:

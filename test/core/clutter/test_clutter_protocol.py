@@ -133,7 +133,7 @@ def test_a_results_folder_of_another_config_names_what_differs(tmp_path) -> None
                        match=r"another objects \(without \['box_3'\], with \[\]\)"):
         run_benchmark(tmp_path, POOL[:3], ["random"], 1, 5, CONFIG)
     with pytest.raises(ResultsLogError,
-                       match=r"another policy_settings \(min_score: 0\.3 -> 0\.5\)"):
+                       match=r"another policy_settings \(min_score: 0\.1 -> 0\.5\)"):
         run_benchmark(tmp_path, POOL, ["random"], 1, 5, CONFIG, PolicyContext(min_score=0.5))
 
 

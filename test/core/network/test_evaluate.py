@@ -24,6 +24,7 @@ from gpr_ros.core.network.evaluate import (
     calibration,
     evaluate,
     match_to_ground_truth,
+    operating_points,
     predict_stages,
     stage_metrics,
 )
@@ -124,6 +125,26 @@ def test_calibration_bins_all_predictions_by_score() -> None:
     assert empty[-1].predictions == 0 and empty[-1].pose_0_01 is None
     m = stage_metrics(STAGE_2, [match], proposals=5, scored=[(scores, match)])
     assert sum(b.predictions for b in m.calibration) == 5
+
+
+def test_operating_points_pool_the_predictions_above_each_threshold() -> None:
+    match = GraspMatch(distance=np.array([0.005, 0.015, 0.03, 0.001, 0.012]),
+                       gt_index=np.zeros(5, dtype=np.int64),
+                       width_error=np.array([0.001, 0.006, 0.002, 0.0, 0.01]),
+                       gt_distance=np.array([0.001]))
+    scores = np.array([0.1, 0.35, 0.35, 0.95, 1.0])
+    empty_scene = (np.zeros(0), GraspMatch(np.zeros(0), np.zeros(0, dtype=np.int64),
+                                           np.zeros(0), np.array([0.1])))
+    points = operating_points([(scores, match), empty_scene], thresholds=(0.0, 0.3, 0.9, 1.5))
+    assert [p.threshold for p in points] == [0.0, 0.3, 0.9, 1.5]
+    assert [p.per_scene for p in points] == [2.5, 2.0, 1.0, 0.0]
+    assert (points[0].width_5mm, points[0].pose_0_01) == (0.6, 0.4)
+    assert (points[1].width_5mm, points[1].pose_0_01) == (0.5, 0.25)
+    assert (points[2].width_5mm, points[2].pose_0_01) == (0.5, 0.5)
+    assert points[3].width_5mm is None and points[3].pose_0_01 is None
+    m = stage_metrics(STAGE_2, [match], proposals=5, scored=[(scores, match)])
+    assert [p.threshold for p in m.operating_points] == [0.1, 0.3, 0.5, 0.7, 0.9]
+    assert m.operating_points[0].per_scene == 5.0
 
 
 def test_thresholds_are_strict() -> None:
@@ -252,6 +273,11 @@ def test_reports_hold_both_stages_and_all_thresholds(dataset: Path, checkpoint: 
     assert "highest score before filtering" in md
     assert "annotation NMS not recorded" in md and data["ground_truth_nms"] is None
     assert "## Confidence calibration" in md and "| [0.9, 1] |" in md
+    assert "Operating points" in md and "| 0.9 |" in md
+    for stage in ("stage1", "stage2"):
+        ops = data[stage]["operating_points"]
+        assert [p["threshold"] for p in ops] == [0.1, 0.3, 0.5, 0.7, 0.9]
+        assert ops[2]["per_scene"] == data[stage]["predictions"] / data["scenes_evaluated"]
     for stage in ("stage1", "stage2"):
         bins = data[stage]["calibration"]
         assert [b["low"] for b in bins] == [0.0, 0.3, 0.5, 0.7, 0.8, 0.9]
