@@ -302,11 +302,12 @@ def train(
 
     torch.manual_seed(config.seed)
     core = GPRNet(net_cfg).to(dev)
+    # Freeze before wrapping: DDP reduces the gradients of the parameters that require one.
+    params = trainable_parameters(core, config.train_parts)
     model: torch.nn.Module = core
     if world > 1:
         model = DistributedDataParallel(core, device_ids=[dev.index] if dev.type == "cuda"
                                         else None)
-    params = trainable_parameters(core, config.train_parts)
     optimizer: torch.optim.Optimizer
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,

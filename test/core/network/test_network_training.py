@@ -122,14 +122,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, parts: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
                       RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     import torch.distributed as dist
 
     try:
-        result = train(_train_config(epochs=1), data, out, progress=False)
+        config = _train_config(epochs=1, train_parts=parts)
+        if parts == "stage2":  # the stage-C recipe: frozen backbone, accuracy-aware confidence
+            config = replace(config, network=NetworkConfig.tiny(confidence_target="refined"))
+        result = train(config, data, out, progress=False)
         torch.save(result.model.state_dict(), Path(out) / f"rank{rank}.pt")
         # both ranks done before either tears gloo down: a rank that destroys its group while
         # the other still talks to it can abort the other ("terminate called without an
@@ -140,16 +143,22 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
             dist.destroy_process_group()
 
 
-def test_ddp_two_gloo_processes_end_with_identical_weights(dataset: Path,
-                                                           tmp_path: Path) -> None:
+@pytest.mark.parametrize("parts", ["all", "stage2"])
+def test_ddp_two_gloo_processes_end_with_identical_weights(dataset: Path, tmp_path: Path,
+                                                           parts: str) -> None:
     out = tmp_path / "ddp"
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(dataset), str(out)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(dataset), str(out), parts), nprocs=2,
+             join=True)
     a = torch.load(out / "rank0.pt", weights_only=True)
     b = torch.load(out / "rank1.pt", weights_only=True)
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    torch.manual_seed(0)  # as train() does before building the network (seed 0)
     init = GPRNet(NetworkConfig.tiny()).state_dict()
     assert any(not torch.equal(a[k], init[k]) for k in a)  # it trained
+    if parts == "stage2":  # and only stage 2 did
+        assert all(torch.equal(a[k], init[k]) for k in a
+                   if not k.startswith(("s2_encoder.", "s2_head.")))
     assert (out / "last.pt").exists() and not (out / "rank1" ).exists()
 
 
