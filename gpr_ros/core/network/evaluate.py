@@ -773,7 +773,8 @@ def _annotation_nms(reader: DatasetReader) -> float | None:
 
 
 def plot_evaluation(result: EvaluationResult, path: Path | str) -> Path:
-    """Plot Tables I and II (both stages against the paper's stage 2) and the calibration.
+    """Plot Tables I and II (both stages against the paper's stage 2), the calibration and the
+    operating points (accuracy against predictions kept per scene).
 
     :param result: an evaluation.
     :param path: the PNG to write.
@@ -787,7 +788,7 @@ def plot_evaluation(result: EvaluationResult, path: Path | str) -> Path:
     def pct(values: Sequence[float | None]) -> NDArray[np.float64]:
         return np.array([np.nan if v is None else 100.0 * v for v in values])
 
-    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.8))
+    fig, axes = plt.subplots(1, 4, figsize=(18.0, 3.8))
     panels = (
         (axes[0], [t * 1000 for t in result.width_thresholds], "width threshold (mm)",
          "Table I: width accuracy (%)", "width_accuracy", PAPER_WIDTH_ACCURACY,
@@ -819,6 +820,25 @@ def plot_evaluation(result: EvaluationResult, path: Path | str) -> Path:
     ax.set_xlabel("prediction score")
     ax.set_title("Calibration: accuracy per score bin (%)")
     ax.set_xlim(0, 1)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax = axes[3]
+    for metrics, style in ((result.stage1, "o--"), (result.stage2, "o-")):
+        points = [p for p in metrics.operating_points if p.per_scene > 0]
+        if not points:
+            continue
+        kept = [p.per_scene for p in points]
+        colour = f"C{metrics.stage - 1}"
+        ax.plot(kept, pct([p.pose_0_01 for p in points]), style, color=colour,
+                label=f"stage {metrics.stage}: D < 0.01")
+        ax.plot(kept, pct([p.width_5mm for p in points]), "s:", color=colour, alpha=0.6,
+                label=f"stage {metrics.stage}: width < 5 mm")
+        for p, y in zip(points, pct([p.pose_0_01 for p in points]), strict=True):
+            ax.annotate(f"{p.threshold:g}", (p.per_scene, y), textcoords="offset points",
+                        xytext=(3, -10), fontsize=7, color=colour)
+    ax.set_xlabel("predictions kept per scene (score >= t, t annotated)")
+    ax.set_title("Operating points: accuracy of what is kept (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
