@@ -272,6 +272,7 @@ def train(
         optimizer and schedule); ignored when ``out_dir/last.pt`` is resumed.
     :return: the last epoch's metrics and the trained model.
     :raises CheckpointError: if ``last.pt`` is unreadable or was trained with another network.
+    :raises ConfigError: if only stage 2 is to learn but there are no weights to start from.
     :raises NetworkError: if the dataset is empty.
     """
     out = Path(out_dir)
@@ -347,6 +348,11 @@ def train(
                 f"beyond the training-only keys {TRAINING_ONLY_KEYS})"
             )
         core.load_state_dict(init["model_state"])
+    elif config.train_parts != "all":
+        raise ConfigError(
+            f"train_parts={config.train_parts!r} freezes the backbone and stage 1, so it needs "
+            "trained weights: give init_from (--init-from) or resume a run"
+        )
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")

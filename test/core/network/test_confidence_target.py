@@ -121,6 +121,9 @@ def test_stage2_fine_tuning_freezes_backbone_and_stage1(dataset: Path, tmp_path:
         assert torch.equal(before[key], after[key]), key
     assert any(not torch.equal(before[k], after[k]) for k in learned)
     assert load_model(tmp_path / "b" / "best.pt").config.confidence_target == "refined"
+    # Frozen random weights would be pointless: stage-2-only training needs a start.
+    with pytest.raises(ConfigError, match="needs trained weights"):
+        train(tuned_cfg, dataset, tmp_path / "d", progress=False)
     # Another architecture cannot start the run, whatever its training-only keys.
     with pytest.raises(CheckpointError, match="another network"):
         train(replace(tuned_cfg, network=NetworkConfig.tiny(head_width=64)), dataset,
