@@ -108,12 +108,17 @@ def test_metrics_on_hand_made_predictions() -> None:
     assert m.median_distance == pytest.approx(0.0075)
 
 
-def test_calibration_bins_all_predictions_by_score() -> None:
+def _five_scored_predictions() -> tuple[np.ndarray, GraspMatch]:
+    """Scores of five predictions of one scene and their match to one ground-truth grasp."""
     match = GraspMatch(distance=np.array([0.005, 0.015, 0.03, 0.001, 0.012]),
                        gt_index=np.zeros(5, dtype=np.int64),
                        width_error=np.array([0.001, 0.006, 0.002, 0.0, 0.01]),
                        gt_distance=np.array([0.001]))
-    scores = np.array([0.1, 0.35, 0.35, 0.95, 1.0])
+    return np.array([0.1, 0.35, 0.35, 0.95, 1.0]), match
+
+
+def test_calibration_bins_all_predictions_by_score() -> None:
+    scores, match = _five_scored_predictions()
     bins = calibration([(scores, match)], edges=(0.0, 0.3, 0.5, 1.0))
     assert [(b.low, b.high, b.predictions) for b in bins] == [(0.0, 0.3, 1), (0.3, 0.5, 2),
                                                              (0.5, 1.0, 2)]
@@ -128,11 +133,7 @@ def test_calibration_bins_all_predictions_by_score() -> None:
 
 
 def test_operating_points_pool_the_predictions_above_each_threshold() -> None:
-    match = GraspMatch(distance=np.array([0.005, 0.015, 0.03, 0.001, 0.012]),
-                       gt_index=np.zeros(5, dtype=np.int64),
-                       width_error=np.array([0.001, 0.006, 0.002, 0.0, 0.01]),
-                       gt_distance=np.array([0.001]))
-    scores = np.array([0.1, 0.35, 0.35, 0.95, 1.0])
+    scores, match = _five_scored_predictions()
     empty_scene = (np.zeros(0), GraspMatch(np.zeros(0), np.zeros(0, dtype=np.int64),
                                            np.zeros(0), np.array([0.1])))
     points = operating_points([(scores, match), empty_scene], thresholds=(0.0, 0.3, 0.9, 1.5))
