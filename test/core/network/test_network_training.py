@@ -122,7 +122,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, parts: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, parts: str,
+                init: str | None) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
                       RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -132,7 +133,7 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, parts: st
         config = _train_config(epochs=1, train_parts=parts)
         if parts == "stage2":  # the stage-C recipe: frozen backbone, accuracy-aware confidence
             config = replace(config, network=NetworkConfig.tiny(confidence_target="refined"))
-        result = train(config, data, out, progress=False)
+        result = train(config, data, out, progress=False, init_from=init)
         torch.save(result.model.state_dict(), Path(out) / f"rank{rank}.pt")
         # both ranks done before either tears gloo down: a rank that destroys its group while
         # the other still talks to it can abort the other ("terminate called without an
@@ -147,14 +148,18 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, parts: st
 def test_ddp_two_gloo_processes_end_with_identical_weights(dataset: Path, tmp_path: Path,
                                                            parts: str) -> None:
     out = tmp_path / "ddp"
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(dataset), str(out), parts), nprocs=2,
-             join=True)
+    torch.manual_seed(0)  # as train() does before building the network (seed 0)
+    net = GPRNet(NetworkConfig.tiny())
+    init = {k: v.clone() for k, v in net.state_dict().items()}
+    start = None
+    if parts == "stage2":  # fine-tuning starts from weights (here: the seeded initial ones)
+        start = str(save_checkpoint(tmp_path / "init.pt", net, NetworkConfig.tiny(), epoch=0))
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(dataset), str(out), parts, start),
+             nprocs=2, join=True)
     a = torch.load(out / "rank0.pt", weights_only=True)
     b = torch.load(out / "rank1.pt", weights_only=True)
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    torch.manual_seed(0)  # as train() does before building the network (seed 0)
-    init = GPRNet(NetworkConfig.tiny()).state_dict()
     assert any(not torch.equal(a[k], init[k]) for k in a)  # it trained
     if parts == "stage2":  # and only stage 2 did
         assert all(torch.equal(a[k], init[k]) for k in a
