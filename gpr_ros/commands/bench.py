@@ -34,8 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     clutter.add_argument('--max-grasps', type=int, default=20,
                          help='grasps a policy proposes per view, tried best first (default 20)')
     clutter.add_argument('--min-score', type=float, default=None,
-                         help='gpr/stage1 propose no grasp scoring below this (default 0.1, '
-                              "chosen for the shipped model on seeds 1 and 2; the paper "
+                         help='gpr/stage1 propose no grasp scoring below this (default: '
+                              "the model's, 0.1 for the shipped one, chosen on seeds 1 and 2; "
+                              "0.3 for models with the paper's confidence target; the paper "
                               "filters at 0.5)")
     clutter.add_argument('--max-looks', type=int, default=None,
                          help='views of the bin before a trial ends with no feasible grasp '
@@ -63,6 +64,21 @@ def _default_model() -> Path | None:
     return path if path.is_file() else None
 
 
+def _model_min_score(model: Path | None, fallback: float) -> float:
+    """The minimum score that suits a checkpoint's confidence (``fallback`` if unreadable)."""
+    if model is None or not model.is_file():
+        return fallback
+    from gpr_ros.core.errors import GprError
+    from gpr_ros.core.network.checkpoint import load_checkpoint
+    from gpr_ros.core.network.config import NetworkConfig, default_min_score
+
+    try:
+        config = NetworkConfig.from_dict(load_checkpoint(model)["network_config"])
+    except GprError:
+        return fallback  # the policies report the broken model themselves
+    return default_min_score(config)
+
+
 def _clutter(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -80,11 +96,13 @@ def _clutter(args: argparse.Namespace) -> int:
         print(f'{prog}: need at least one policy, --trials >= 1, --workers >= 1 and '
               '--max-grasps >= 1', file=sys.stderr)
         return 2
-    min_score = DEFAULT_MIN_SCORE if args.min_score is None else args.min_score
+    model = args.model if args.model is not None else _default_model()
+    min_score = args.min_score
+    if min_score is None:
+        min_score = _model_min_score(model, DEFAULT_MIN_SCORE)
     if not 0.0 <= min_score <= 1.0 or (args.max_looks is not None and args.max_looks < 1):
         print(f'{prog}: --min-score must be in [0, 1] and --max-looks >= 1', file=sys.stderr)
         return 2
-    model = args.model if args.model is not None else _default_model()
     context = PolicyContext(model_path=model, device=args.device, threads=args.threads,
                             max_grasps=args.max_grasps, min_score=min_score,
                             object_set=str(args.objects), cache_dir=args.cache, units=args.units)

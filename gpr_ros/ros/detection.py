@@ -40,7 +40,7 @@ from gpr_ros.core.errors import ConfigError, GeometryError, GprError
 from gpr_ros.core.grasp import STAGE_1, STAGE_2
 from gpr_ros.core.grasp.transforms import pose_to_matrix
 from gpr_ros.core.grasp.wireframe import gripper_wireframe
-from gpr_ros.core.network.config import DEFAULT_MIN_SCORE
+from gpr_ros.core.network.config import DEFAULT_MIN_SCORE, default_min_score
 from gpr_ros.core.network.errors import NetworkError
 from gpr_ros.ros.conversions import array_msg_to_grasps, cloud_to_xyz, grasps_to_array_msg
 from gpr_ros.ros.errors import CloudFormatError
@@ -280,6 +280,8 @@ class DetectionPipeline:
                                  f'{err}') from None
         self.gripper = self.detector.config.gripper
         self.max_width = config.max_width or self.gripper.max_width
+        #: the minimum score that suits this model's confidence (nodes warn below it)
+        self.suggested_min_score = default_min_score(self.detector.config)
         self._extrinsics = config.extrinsics
         self._lookup = lookup
 

@@ -193,6 +193,8 @@ def test_detect_matches_the_detector_in_the_cloud_frame(
     assert t.num_input_points == cloud.width * cloud.height
     assert t.num_used_points == pipeline.detector.config.num_points
     assert t.device == 'cpu' and t.model == 'gpr_default.pt'
+    # the shipped model's confidence is the accuracy-aware one: the node's 0.1 suits it
+    assert pipeline.suggested_min_score == DEFAULT_MIN_SCORE == 0.1
     stages = (t.preprocess, t.backbone, t.stage1, t.nms, t.stage2, t.postprocess)
     assert all(s > 0 for s in stages)
     assert t.total >= sum(stages) * (1 - 1e-4)

@@ -278,3 +278,32 @@ def test_invalid_parameters_exit_with_code_2(args: list[str], message: str) -> N
     assert done.returncode == 2
     assert message in done.stderr
     assert 'Traceback' not in done.stderr
+
+
+def test_a_min_score_too_low_for_the_model_is_warned_about(tmp_path: Path) -> None:
+    """A model with the paper's confidence target wants 0.3; the configs' 0.1 gets a warning."""
+    from gpr_ros.core.network.checkpoint import save_checkpoint
+    from gpr_ros.core.network.config import NetworkConfig
+    from gpr_ros.core.network.model import GPRNet
+
+    cfg = NetworkConfig.tiny()  # confidence_target="proposal"
+    model = save_checkpoint(tmp_path / 'paper_target.pt', GPRNet(cfg), cfg, epoch=1)
+    proc = subprocess.Popen([sys.executable, *NODE, '--params-file', str(PARAMS), '-p',
+                             f'model_path:={model}', '-r', '__node:=gpr_inference_warn'],
+                            env=dict(os.environ), stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 60.0
+        assert proc.stderr is not None
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            if 'warmed up' in line or 'below 0.3' in line:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = ''.join(lines)
+    assert 'min_score 0.1 is below 0.3' in text, text

@@ -345,6 +345,12 @@ class GprInferenceNode(Node):
             self.get_logger().error(f'{what}: {err}')
             raise NodeStartupError(str(err)) from None
         cfg = self.config
+        suggested = self.pipeline.suggested_min_score
+        if cfg.detection.min_score < suggested:
+            self.get_logger().warning(
+                f'min_score {cfg.detection.min_score:g} is below {suggested:g}, the threshold '
+                'that suits this model\'s confidence (trained with the paper\'s proposal '
+                'target): its weaker grasps rarely hold')
         retain_freed_memory(cfg.malloc_retain_mb)
         self._latest: PointCloud2 | None = None
         self._latest_lock = threading.Lock()

@@ -140,3 +140,24 @@ def test_trainable_parameters_selects_and_freezes() -> None:
     assert all(p.requires_grad for p in net.parameters())
     with pytest.raises(ConfigError, match="train_parts"):
         trainable_parameters(net, "heads")
+
+
+def test_the_default_min_score_follows_the_model(tmp_path: Path) -> None:
+    from gpr_ros.commands.bench import _model_min_score
+    from gpr_ros.core.network.config import (
+        DEFAULT_MIN_SCORE,
+        PROPOSAL_TARGET_MIN_SCORE,
+        default_min_score,
+    )
+
+    assert default_min_score(NetworkConfig.tiny(confidence_target="refined")) == 0.1
+    assert default_min_score(NetworkConfig.tiny()) == PROPOSAL_TARGET_MIN_SCORE == 0.3
+    for target, expected in (("refined", DEFAULT_MIN_SCORE), ("proposal", 0.3)):
+        cfg = NetworkConfig.tiny(confidence_target=target)
+        path = save_checkpoint(tmp_path / f"{target}.pt", GPRNet(cfg), cfg, epoch=1)
+        assert _model_min_score(path, 0.77) == expected
+    # no model, or a broken one: the fallback (the policies then report the model's problem)
+    assert _model_min_score(None, 0.77) == 0.77
+    assert _model_min_score(tmp_path / "missing.pt", 0.77) == 0.77
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert _model_min_score(tmp_path / "junk.pt", 0.77) == 0.77
