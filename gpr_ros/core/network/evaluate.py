@@ -718,6 +718,7 @@ def evaluate(
         summary["epoch"] = int(epoch)
     cfg = detector.config
     summary.update(num_points=cfg.num_points, proposals_test=cfg.proposals_test,
+                   confidence_target=cfg.confidence_target,
                    proposal_threshold=cfg.proposal_threshold,
                    pre_nms_proposals=cfg.pre_nms_proposals, nms_threshold=cfg.nms_threshold,
                    max_width=cfg.gripper.max_width)
