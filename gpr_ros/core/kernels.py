@@ -120,6 +120,22 @@ def _bounds(points: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[n
 
 
 @_njit
+def _joint_bounds(
+    grid: NDArray[np.float64], queries: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64],
+           NDArray[np.float64], bool]:
+    """Bounds of a gridded point set and of its queries, and whether both are finite.
+
+    :return: ``(lo, hi, qlo, qhi, finite)``; without queries their bounds are the grid's.
+    """
+    lo, hi, finite = _bounds(grid)
+    if queries.shape[0] == 0:
+        return lo, hi, lo, hi, finite
+    qlo, qhi, qfinite = _bounds(queries)
+    return lo, hi, qlo, qhi, finite and qfinite
+
+
+@_njit
 def _squared_span(
     lo1: NDArray[np.float64], hi1: NDArray[np.float64],
     lo2: NDArray[np.float64], hi2: NDArray[np.float64],
@@ -226,12 +242,7 @@ def ball_query_kernel(
     m = centers.shape[0]
     out = np.zeros((m, nsample), np.int64)
     status = np.zeros(m, np.int8)
-    lo, hi, finite = _bounds(points)
-    if m > 0:
-        clo, chi, cfinite = _bounds(centers)
-        finite = finite and cfinite
-    else:
-        clo, chi = lo, hi
+    lo, hi, clo, chi, finite = _joint_bounds(points, centers)
     if not finite:
         status[:] = 3
         return out, status
@@ -342,12 +353,7 @@ def three_nn_kernel(
     idx = np.zeros((nq, 3), np.int64)
     dist = np.zeros((nq, 3), np.float64)
     status = np.zeros(nq, np.int8)
-    lo, hi, finite = _bounds(known)
-    if nq > 0:
-        qlo, qhi, qfinite = _bounds(points)
-        finite = finite and qfinite
-    else:
-        qlo, qhi = lo, hi
+    lo, hi, qlo, qhi, finite = _joint_bounds(known, points)
     if not finite:
         status[:] = 3
         return idx, dist, status

@@ -594,6 +594,15 @@ def stage_metrics(
     )
 
 
+def _pool_scored(scored: Sequence[tuple[NDArray[np.float64], GraspMatch]],
+                 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Scores, D and width errors of all scenes' predictions, concatenated."""
+    score = np.concatenate([np.asarray(s, dtype=np.float64) for s, _ in scored] or [np.zeros(0)])
+    dist = np.concatenate([m.distance for _, m in scored] or [np.zeros(0)])
+    werr = np.concatenate([m.width_error for _, m in scored] or [np.zeros(0)])
+    return score, dist, werr
+
+
 def calibration(scored: Sequence[tuple[NDArray[np.float64], GraspMatch]],
                 edges: Sequence[float] = CALIBRATION_EDGES) -> tuple[CalibrationBin, ...]:
     """Accuracy per score bin (protocol item 7).
@@ -602,9 +611,7 @@ def calibration(scored: Sequence[tuple[NDArray[np.float64], GraspMatch]],
     :param edges: increasing bin edges; the last bin includes its upper edge.
     :return: one bin per pair of edges.
     """
-    score = np.concatenate([np.asarray(s, dtype=np.float64) for s, _ in scored] or [np.zeros(0)])
-    dist = np.concatenate([m.distance for _, m in scored] or [np.zeros(0)])
-    werr = np.concatenate([m.width_error for _, m in scored] or [np.zeros(0)])
+    score, dist, werr = _pool_scored(scored)
     bins = []
     for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
         last = k == len(edges) - 2
@@ -627,9 +634,7 @@ def operating_points(scored: Sequence[tuple[NDArray[np.float64], GraspMatch]],
     :param thresholds: the filters.
     :return: one point per threshold.
     """
-    score = np.concatenate([np.asarray(s, dtype=np.float64) for s, _ in scored] or [np.zeros(0)])
-    dist = np.concatenate([m.distance for _, m in scored] or [np.zeros(0)])
-    werr = np.concatenate([m.width_error for _, m in scored] or [np.zeros(0)])
+    score, dist, werr = _pool_scored(scored)
     scenes = max(len(scored), 1)
     points = []
     for t in thresholds:
