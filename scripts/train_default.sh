@@ -29,6 +29,6 @@ gpr-ros train --data data/train --out "$OUT/adam" --optimizer adam --lr 1e-3 \
 # grasp is within D 0.01 and 5 mm of width of a ground-truth grasp
 gpr-ros train --data data/train_n01 --out "$OUT/conf" --optimizer adam --lr 3e-4 \
     --epochs "$CONF_EPOCHS" --init-from "$OUT/adam/best.pt" --train-parts stage2 \
-    --confidence-target refined
+    --confidence-target refined --proposals-train 256
 gpr-ros evaluate --model "$OUT/conf/best.pt" --data data/test_novel --out "$OUT/evaluation"
 echo "model: $OUT/conf/best.pt (best validation loss; copy it to models/gpr_default.pt to ship it)"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+import shutil
 import sys
+import tempfile
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -53,6 +55,27 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     clutter.add_argument('--cache', type=Path, default=None,
                          help='object cache (default $GPR_ROS_CACHE or ~/.cache/gpr_ros)')
     clutter.set_defaults(func=_clutter)
+    census = group.add_parser(
+        'census', help='what a clutter run left in the bin, and whether anything could pick it',
+        description='Replay the trials of one policy from OUT/attempts.jsonl (the logged grasps '
+                    'are executed again and must repeat their outcomes; no policy runs), then '
+                    'count, for each object left, the annotated grasps that fit where it lies '
+                    "and pass the executor's checks, and let the oracle try to clear the bin "
+                    'with the attempts the protocol had left. Writes '
+                    'OUT/census_POLICY.{md,json}.')
+    census.add_argument('--run', type=Path, required=True, nargs='+',
+                        help='results folder(s) of gpr-ros bench clutter; with several, '
+                             'the pooled census is printed (and written to --out)')
+    census.add_argument('--out', type=Path, default=None,
+                        help='folder for the pooled census of several runs')
+    census.add_argument('--policy', default='gpr', help='whose trials (default gpr)')
+    census.add_argument('--no-finish', action='store_true',
+                        help='count only; no oracle attempts on the leftovers')
+    census.add_argument('--units', choices=('m', 'cm', 'mm'), default='m',
+                        help='units of the meshes when the run used a folder (default m)')
+    census.add_argument('--cache', type=Path, default=None,
+                        help='object cache (default $GPR_ROS_CACHE or ~/.cache/gpr_ros)')
+    census.set_defaults(func=_census)
 
 
 def _default_model() -> Path | None:
@@ -147,4 +170,55 @@ def _clutter(args: argparse.Namespace) -> int:
         print(f'{prog}: {err}', file=sys.stderr)
         return 1
     print((args.out / 'results.md').read_text())
+    return 0
+
+
+def _census(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from gpr_ros.core.clutter.census import run_census, write_census
+    from gpr_ros.core.clutter.errors import ResultsLogError
+    from gpr_ros.core.clutter.policies import PolicyContext, make_policy
+    from gpr_ros.core.clutter.runner import AttemptLog
+    from gpr_ros.core.clutter.session import object_pool
+    from gpr_ros.core.errors import GprError
+
+    prog = 'gpr-ros bench census'
+    every = []
+    try:
+        for run in args.run:
+            log_path = run / 'attempts.jsonl'
+            if not log_path.is_file():
+                raise ResultsLogError(f'no log at {log_path}: run gpr-ros bench clutter first')
+            records = AttemptLog(log_path).read()
+            header = next((r for r in records if r.get('type') == 'header'), None)
+            if header is None:
+                raise ResultsLogError(f'{log_path} has no header line')
+            object_set = str(header.get('object_set') or '')
+            pool = object_pool(object_set, args.cache, args.units)
+            oracle = make_policy('oracle', PolicyContext(object_set=object_set,
+                                                         cache_dir=args.cache,
+                                                         units=args.units))
+            with tqdm(desc=f'census {args.policy} {run.name}', unit='trial') as bar:
+                censuses = run_census(records, pool, args.policy, oracle,
+                                      finish=not args.no_finish,
+                                      progress=lambda _c, b=bar: b.update(1))
+            paths = write_census(run, args.policy, censuses)
+            every.extend(censuses)
+        if len(args.run) > 1:
+            pooled = args.out if args.out is not None else Path(tempfile.mkdtemp())
+            pooled.mkdir(parents=True, exist_ok=True)
+            paths = write_census(pooled, args.policy, every)
+    except GprError as err:
+        print(f'{prog}: {err}', file=sys.stderr)
+        return 1
+    text = paths[1].read_text()
+    if len(args.run) > 1:
+        text = text.replace('trials replayed from the log',
+                            f'trials of {len(args.run)} runs replayed from their logs', 1)
+        if args.out is None:
+            shutil.rmtree(paths[1].parent, ignore_errors=True)
+        else:
+            paths[1].write_text(text)
+    print(text)
     return 0

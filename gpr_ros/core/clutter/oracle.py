@@ -99,6 +99,18 @@ class OraclePolicy:
         :return: grasps (score = Ferrari–Canny Q), best first; empty when none fits.
         :raises PolicyUnavailableError: when no world was handed over.
         """
+        grasps, _ = self.labelled(rng)
+        return grasps[: self.max_grasps] if len(grasps) else grasps
+
+    def labelled(self, rng: np.random.Generator) -> tuple[Grasps, NDArray[np.int32]]:
+        """Every annotated grasp that fits the scene now (see :meth:`__call__`), best first,
+        with the scene index of the object each one grasps.
+
+        :param rng: picks the labelled points when the cloud has more than
+            :data:`LABEL_POINTS`.
+        :return: ``(grasps, object_index)``, camera frame, all of them (no ``max_grasps``).
+        :raises PolicyUnavailableError: when no world was handed over.
+        """
         from gpr_ros.core.dataset.generate import bin_obstacle_points, label_source
         from gpr_ros.core.dataset.labels import label_scene
 
@@ -108,7 +120,7 @@ class OraclePolicy:
                 "policy 'oracle' needs the simulated world: it runs in the in-process "
                 "benchmark only")
         if len(obs) == 0:
-            return Grasps.empty()
+            return Grasps.empty(), np.zeros(0, dtype=np.int32)
         poses = world.object_poses()
         sources = [label_source(k, poses[k], self._annotation(spec.name))
                    for k, spec in enumerate(world.objects) if world.in_scene[k]]
@@ -120,6 +132,6 @@ class OraclePolicy:
                              sources, self._bin[1], self.config.gripper, self.config.labels)
         grasps = labels.grasps
         if len(grasps) == 0:
-            return grasps
-        order = np.argsort(-grasps.score, kind="stable")[: self.max_grasps]
-        return grasps[order]
+            return grasps, np.zeros(0, dtype=np.int32)
+        order = np.argsort(-grasps.score, kind="stable")
+        return grasps[order], labels.grasp_object[order]
