@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument('--confidence-threshold', type=float, default=0.5,
                     help='predictions scoring below this are the negatives filtered out '
                          '(default 0.5; 0 keeps every proposal)')
+    ev.add_argument('--pose-passes', type=int, default=None,
+                    help='stage-2 passes over the pose (default 2; 1: the paper\'s single '
+                         'refinement; docs/network.md)')
     ev.add_argument('--threads', type=int, default=1, help='torch CPU threads (default 1)')
     ev.add_argument('--device', default='cpu', help='cpu or cuda[:N] (default cpu)')
     ev.set_defaults(func=_evaluate)
@@ -74,7 +77,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         result = evaluate(args.model, args.data, max_scenes=args.max_scenes,
                           progress=progress, device=args.device,
-                          confidence_threshold=args.confidence_threshold)
+                          confidence_threshold=args.confidence_threshold,
+                          pose_passes=args.pose_passes)
     except GprError as err:
         print(f'gpr-ros evaluate: {err}', file=sys.stderr)
         return 1

@@ -40,7 +40,12 @@ from gpr_ros.core.errors import ConfigError, GeometryError, GprError
 from gpr_ros.core.grasp import STAGE_1, STAGE_2
 from gpr_ros.core.grasp.transforms import pose_to_matrix
 from gpr_ros.core.grasp.wireframe import gripper_wireframe
-from gpr_ros.core.network.config import DEFAULT_MIN_SCORE, default_min_score
+from gpr_ros.core.network.config import (
+    DEFAULT_MIN_SCORE,
+    DEFAULT_POSE_PASSES,
+    MAX_POSE_PASSES,
+    default_min_score,
+)
 from gpr_ros.core.network.errors import NetworkError
 from gpr_ros.ros.conversions import array_msg_to_grasps, cloud_to_xyz, grasps_to_array_msg
 from gpr_ros.ros.errors import CloudFormatError
@@ -133,6 +138,8 @@ class DetectionConfig:
         ``max_grasps`` of them returned; 0: the model's ``proposals_test`` (100, the paper's).
         Fewer is faster but lets stage 2 rank fewer candidates. A call asking for more grasps
         gets that many proposals.
+    :ivar pose_passes: stage-2 passes over the pose, 1 .. 8 (default 2; 1: the paper's single
+        refinement; :meth:`~gpr_ros.core.network.model.GPRNet.refine_poses`).
     :ivar min_score: drop grasps scoring below this when a call asks for 0, in [0, 1]
         (default :data:`~gpr_ros.core.network.config.DEFAULT_MIN_SCORE`, 0.1).
     :ivar min_points: clouds with fewer finite points are rejected (``TOO_FEW_POINTS``).
@@ -153,6 +160,7 @@ class DetectionConfig:
     stage: int = 2
     max_grasps: int = 20
     proposals: int = 0
+    pose_passes: int = DEFAULT_POSE_PASSES
     min_score: float = DEFAULT_MIN_SCORE
     min_points: int = 100
     output_frame: str = ''
@@ -171,7 +179,8 @@ class DetectionConfig:
         if not _DEVICE.fullmatch(self.device):
             raise DetectionConfigError(
                 f"device is {self.device!r}; expected 'cpu', 'cuda' or 'cuda:N'")
-        for name in ('stage', 'max_grasps', 'proposals', 'min_points', 'threads', 'seed'):
+        for name in ('stage', 'max_grasps', 'proposals', 'pose_passes', 'min_points', 'threads',
+                     'seed'):
             _check_type(name, getattr(self, name), numbers.Integral)
             object.__setattr__(self, name, int(getattr(self, name)))
         if self.stage not in (STAGE_1, STAGE_2):
@@ -179,6 +188,7 @@ class DetectionConfig:
                 f'stage is {self.stage}; expected {STAGE_2} (refined) or {STAGE_1} (proposals)')
         _check_int_range('max_grasps', self.max_grasps, 1, MAX_GRASPS_LIMIT)
         _check_int_range('proposals', self.proposals, 0, MAX_GRASPS_LIMIT)
+        _check_int_range('pose_passes', self.pose_passes, 1, MAX_POSE_PASSES)
         _check_int_range('min_points', self.min_points, 1, None)
         _check_int_range('threads', self.threads, 1, 1024)
         _check_int_range('seed', self.seed, 0, 2**63 - 1)
@@ -273,7 +283,8 @@ class DetectionPipeline:
             else default_model_path()
         try:
             self.detector = GraspDetector.from_checkpoint(self.model_path, config.device,
-                                                          seed=config.seed)
+                                                          seed=config.seed,
+                                                          pose_passes=config.pose_passes)
         except (CheckpointError, OSError, RuntimeError) as err:
             raise DetectionError(DetectGrasps.Response.MODEL_ERROR,
                                  f'cannot load the GPR model {str(self.model_path)!r}: '

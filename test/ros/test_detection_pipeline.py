@@ -133,6 +133,7 @@ def test_gripper_wireframe_outlines_fingers_at_the_width() -> None:
     {'device': 'tpu'}, {'device': 'cuda:x'}, {'stage': 3}, {'stage': True}, {'max_grasps': 0},
     {'max_grasps': 1001}, {'min_score': 1.5}, {'min_score': float('nan')}, {'min_points': 0},
     {'max_width': -0.01}, {'max_width': float('inf')}, {'threads': 0}, {'seed': -1},
+    {'pose_passes': 0}, {'pose_passes': 9}, {'pose_passes': 1.5},
     {'model_path': None}, {'camera_to_output': (0.0, 0.0, 1.0), 'output_frame': 'world'},
     {'camera_to_output': (0, 0, 0, 0, 0, 0, 1)},  # extrinsics without an output frame
     {'camera_to_output': (0, 0, 0, 0, 0, 0, 2), 'output_frame': 'world'},

@@ -270,6 +270,7 @@ def test_without_extrinsics_or_tf2_a_cloud_in_another_frame_is_a_transform_error
     (['-p', 'model_path:=/nonexistent/gpr.pt'], 'cannot load the model'),
     (['-p', 'malloc_retain_mb:=-1'], 'malloc_retain_mb'),
     (['-p', 'proposals:=-1'], 'proposals'),
+    (['-p', 'pose_passes:=0'], 'pose_passes'),
     (['-p', 'tf_timeout_s:=-1.0'], 'tf_timeout_s'),
 ])
 def test_invalid_parameters_exit_with_code_2(args: list[str], message: str) -> None:

@@ -64,6 +64,12 @@ def _check_keys(data: Mapping[str, Any], cls: type, what: str) -> None:
         raise ConfigError(f"unknown {what} key(s) {unknown}; expected a subset of {sorted(names)}")
 
 
+#: Stage-2 passes over the pose at inference (:meth:`~.model.GPRNet.refine_poses`; the
+#: paper refines once). Chosen on the seed-3 validation scenes (docs/network.md).
+DEFAULT_POSE_PASSES = 2
+#: Most pose passes accepted.
+MAX_POSE_PASSES = 8
+
 #: Confidence below which grasps are not proposed by default: the clutter policies
 #: (``PolicyContext.min_score``), the ``gpr_inference`` node and ``DetectionConfig``
 #: (``min_score``). It belongs to the shipped model, whose stage-2 confidence estimates the

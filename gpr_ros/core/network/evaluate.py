@@ -499,8 +499,8 @@ def predict_stages(detector: GraspDetector, points: NDArray[Any],
     seg_logits = props.seg_logits
     score1 = torch.sigmoid(torch.gather(seg_logits, 1, props.index[:, :n]))
     generator = torch.Generator().manual_seed(detector.seed)
-    s2 = model.refine(features, seg_logits, xyz, p_center, p_rot, generator)
-    r_center, r_rot, r_width = model.apply_refinement(p_center, p_rot, p_width, s2)
+    s2, r_center, r_rot, r_width = model.refine_poses(
+        features, seg_logits, xyz, p_center, p_rot, p_width, generator, detector.pose_passes)
     score2 = torch.sigmoid(s2["conf"])
     max_width = config.gripper.max_width
     return StagePredictions(
@@ -677,6 +677,7 @@ def evaluate(
     width_thresholds: Sequence[float] = WIDTH_THRESHOLDS,
     pose_thresholds: Sequence[float] = POSE_THRESHOLDS,
     coverage_threshold: float = COVERAGE_THRESHOLD,
+    pose_passes: int | None = None,
 ) -> EvaluationResult:
     """Evaluate stage-1 proposals and their stage-2 refinements on a dataset folder.
 
@@ -693,6 +694,9 @@ def evaluate(
     :param width_thresholds: Table I thresholds, m.
     :param pose_thresholds: Table II thresholds (D).
     :param coverage_threshold: D below which a ground-truth grasp counts as recovered.
+    :param pose_passes: stage-2 passes over the pose of a model loaded from a path (default
+        the detector's, :data:`~.inference.DEFAULT_POSE_PASSES`; a given detector keeps its
+        own).
     :return: the result.
     :raises CheckpointError: on a missing or unusable checkpoint.
     :raises StorageError: when ``data_dir`` is not a dataset folder or a shard is corrupt.
@@ -719,14 +723,15 @@ def evaluate(
         detector, name = model, model.model_name
     else:
         epoch = load_checkpoint(model, "cpu")["epoch"]
-        detector, name = GraspDetector.from_checkpoint(model, device), str(model)
+        extra = {} if pose_passes is None else {"pose_passes": pose_passes}
+        detector, name = GraspDetector.from_checkpoint(model, device, **extra), str(model)
         summary["epoch"] = int(epoch)
     cfg = detector.config
     summary.update(num_points=cfg.num_points, proposals_test=cfg.proposals_test,
                    confidence_target=cfg.confidence_target,
                    proposal_threshold=cfg.proposal_threshold,
                    pre_nms_proposals=cfg.pre_nms_proposals, nms_threshold=cfg.nms_threshold,
-                   max_width=cfg.gripper.max_width)
+                   max_width=cfg.gripper.max_width, pose_passes=detector.pose_passes)
     limit = cfg.proposals_test if max_proposals is None else int(max_proposals)
 
     indices = reader.scene_indices()

@@ -27,6 +27,7 @@ import torch
 from gpr_ros.core.grasp import STAGE_1, STAGE_2, Grasps
 from gpr_ros.core.kernels import compile_kernels
 from gpr_ros.core.network.checkpoint import load_model
+from gpr_ros.core.network.config import DEFAULT_POSE_PASSES, MAX_POSE_PASSES
 from gpr_ros.core.network.data import sample_indices
 from gpr_ros.core.network.errors import NetworkError
 from gpr_ros.core.network.model import GPRNet
@@ -61,6 +62,7 @@ class GraspDetector:
         seed: int = 0,
         width_tolerance: float = 0.005,
         model_name: str = "gpr",
+        pose_passes: int = DEFAULT_POSE_PASSES,
     ) -> None:
         """Wrap a model.
 
@@ -71,7 +73,15 @@ class GraspDetector:
         :param width_tolerance: predicted widths up to ``max_width + width_tolerance`` are
             clipped to ``max_width``; wider ones are dropped, m.
         :param model_name: identifier reported in the timing.
+        :param pose_passes: stage-2 passes over the pose (:meth:`GPRNet.refine_poses`; 1:
+            the paper's single refinement).
+        :raises NetworkError: if ``pose_passes`` is not an integer in [1, 8].
         """
+        if isinstance(pose_passes, bool) or not isinstance(pose_passes, (int, np.integer)) \
+                or not 1 <= int(pose_passes) <= MAX_POSE_PASSES:
+            raise NetworkError(f"pose_passes must be an integer in [1, {MAX_POSE_PASSES}], "
+                               f"got {pose_passes!r}")
+        self.pose_passes = int(pose_passes)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = model.config
@@ -196,8 +206,9 @@ class GraspDetector:
         score = torch.sigmoid(torch.gather(seg_logits, 1, props.index[:, :n]))
         if stage == STAGE_2 and n > 0:
             generator = torch.Generator().manual_seed(self.seed)
-            s2 = model.refine(features, seg_logits, xyz, p_center, p_rot, generator)
-            p_center, p_rot, p_width = model.apply_refinement(p_center, p_rot, p_width, s2)
+            s2, p_center, p_rot, p_width = model.refine_poses(
+                features, seg_logits, xyz, p_center, p_rot, p_width, generator,
+                self.pose_passes)
             score = torch.sigmoid(s2["conf"])
         t5 = time.perf_counter()
         grasps = self.postprocess(p_center[0], p_rot[0], p_width[0], score[0], min_score, stage)

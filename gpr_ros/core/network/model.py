@@ -667,6 +667,43 @@ class GPRNet(nn.Module):
         new_width = (width + s2["d_width"] * cfg.width_scale).clamp_min(0.0)
         return center + d_c, new_rot, new_width
 
+    def refine_poses(
+        self,
+        features: torch.Tensor,
+        seg_logits: torch.Tensor,
+        xyz: torch.Tensor,
+        center: torch.Tensor,
+        rot: torch.Tensor,
+        width: torch.Tensor,
+        generator: torch.Generator | None = None,
+        pose_passes: int = 1,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stage 2 at inference: refine the proposals, then refine the refined poses again.
+
+        The first pass is the paper's (:meth:`refine`, :meth:`apply_refinement`). Each of the
+        ``pose_passes - 1`` further passes crops around the pose the previous one gave and
+        applies only its centre and rotation residuals: the width and the confidence stay
+        those of the first pass, which they were trained for (a second width step
+        over-corrects, and the confidence of a refined pose is off its training
+        distribution; docs/network.md).
+
+        :param features: (B, N, C) backbone features.
+        :param seg_logits: (B, N) stage-1 logits.
+        :param xyz: (B, N, 3) points.
+        :param center: (B, P, 3) proposal centres.
+        :param rot: (B, P, 3, 3) proposal rotations.
+        :param width: (B, P) proposal widths.
+        :param generator: RNG of the crop sampling (continues across passes).
+        :param pose_passes: stage-2 passes over the pose, >= 1.
+        :return: ``(s2 of the first pass, center, rotation, width)``.
+        """
+        s2 = self.refine(features, seg_logits, xyz, center, rot, generator)
+        c, r, w = self.apply_refinement(center, rot, width, s2)
+        for _ in range(int(pose_passes) - 1):
+            again = self.refine(features, seg_logits, xyz, c, r, generator)
+            c, r, _ = self.apply_refinement(c, r, w, again)
+        return s2, c, r, w
+
     @torch.no_grad()
     def refined_accuracy_label(
         self,

@@ -61,7 +61,7 @@ from visualization_msgs.msg import MarkerArray
 from gpr_msgs.msg import GraspArray
 from gpr_msgs.srv import DetectGrasps
 from gpr_ros.core.errors import ConfigError
-from gpr_ros.core.network.config import DEFAULT_MIN_SCORE
+from gpr_ros.core.network.config import DEFAULT_MIN_SCORE, DEFAULT_POSE_PASSES, MAX_POSE_PASSES
 from gpr_ros.core.network.inference import retain_freed_memory
 from gpr_ros.ros.detection import (
     MAX_GRASPS_LIMIT,
@@ -283,6 +283,9 @@ PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
                   "max_grasps returned; 0 = the model's proposals_test (100, the paper's); "
                   'fewer is faster but lets stage 2 rank fewer candidates',
                   _ints(0, MAX_GRASPS_LIMIT)),
+    'pose_passes': (DEFAULT_POSE_PASSES, 'stage-2 passes over the pose: the refined poses are '
+                    "refined again (width and score from the first pass); 1 = the paper's "
+                    'single refinement', _ints(1, MAX_POSE_PASSES)),
     'min_score': (DEFAULT_MIN_SCORE, 'drop grasps scoring below this (requests may ask for '
                   "another threshold); 0.3 is the evaluation's: below it GPR grasps rarely hold",
                   _floats(0.0, 1.0)),
@@ -396,7 +399,7 @@ class GprInferenceNode(Node):
         detection = DetectionConfig(
             model_path=values['model_path'], device=values['device'], stage=values['stage'],
             max_grasps=values['max_grasps'], proposals=values['proposals'],
-            min_score=float(values['min_score']),
+            pose_passes=values['pose_passes'], min_score=float(values['min_score']),
             min_points=values['min_points'], output_frame=values['output_frame'],
             camera_to_output=tuple(values['camera_to_output'] or ()),
             max_width=float(values['max_width']), threads=values['threads'],

@@ -20,6 +20,7 @@ from gpr_ros.core.grasp import Grasps
 from gpr_ros.core.kernels import NUMBA_AVAILABLE
 from gpr_ros.core.network import model as model_module
 from gpr_ros.core.network.config import NetworkConfig
+from gpr_ros.core.network.errors import NetworkError
 from gpr_ros.core.network.inference import GraspDetector
 from gpr_ros.core.network.model import GPRNet
 from gpr_ros.core.network.pointnet2 import (
@@ -155,3 +156,42 @@ def test_warm_up_changes_no_result(batch: dict) -> None:
     assert len(cold) > 0 and len(warm) == len(cold)
     np.testing.assert_array_equal(warm.center, cold.center)
     np.testing.assert_array_equal(warm.score, cold.score)
+
+
+def test_further_pose_passes_move_the_pose_only(batch: dict) -> None:
+    torch.manual_seed(3)
+    cfg = NetworkConfig.tiny(proposal_threshold=0.0)  # random weights: keep every proposal
+    model = GPRNet(cfg)
+    cloud = batch["points"][0].numpy().astype(np.float64)
+    one = GraspDetector(model, pose_passes=1)
+    two = GraspDetector(model, pose_passes=2)
+    g1 = one.detect(cloud)
+    g2 = two.detect(cloud)
+    assert len(g1) > 0 and len(g2) == len(g1)
+    # width and score come from the first pass (the order is by score, so it is the same)
+    np.testing.assert_array_equal(g2.score, g1.score)
+    np.testing.assert_array_equal(g2.width, g1.width)
+    assert np.abs(g2.center - g1.center).max() > 1e-6  # the second pass moved the poses
+    # the reference follows the detector's passes
+    ref = reference_detect(two, cloud, reference_grouping=False)
+    np.testing.assert_allclose(ref.center, g2.center, atol=1e-5)
+    np.testing.assert_allclose(ref.rotations, g2.rotations, atol=1e-4)
+    # refine_poses with one pass is the paper's refine + apply_refinement
+    xyz = torch.from_numpy(batch["points"][:1].numpy()).float()
+    groups = {k: v[:1] for k, v in batch["groups"].items()}
+    with torch.no_grad():
+        feats = model.backbone(xyz, groups)
+        seg, reg = model.stage1(feats)
+        center, rot, width = model.decode_proposals(xyz, reg)
+        c, r, w = center[:, :8], rot[:, :8], width[:, :8]
+        s2 = model.refine(feats, seg, xyz, c, r, torch.Generator().manual_seed(0))
+        expect = model.apply_refinement(c, r, w, s2)
+        got = model.refine_poses(feats, seg, xyz, c, r, w, torch.Generator().manual_seed(0), 1)
+    for a, b in zip(expect, got[1:], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("passes", [0, 9, 1.5, True])
+def test_pose_passes_out_of_range_are_refused(passes: object) -> None:
+    with pytest.raises(NetworkError, match="pose_passes"):
+        GraspDetector(GPRNet(NetworkConfig.tiny()), pose_passes=passes)  # type: ignore[arg-type]
