@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     clutter.add_argument('--max-looks', type=int, default=None,
                          help='views of the bin before a trial ends with no feasible grasp '
                               '(default: 3 for gpr, 1 for pile)')
+    clutter.add_argument('--pose-passes', type=int, default=None,
+                         help="gpr: stage-2 passes over the pose (default 2; 1: the paper's "
+                              'single refinement)')
     clutter.add_argument('--model', type=Path, default=None,
                          help='GPR checkpoint (default models/gpr_default.pt in the share dir)')
     clutter.add_argument('--device', default='cpu', help='torch device (default cpu)')
@@ -126,9 +129,15 @@ def _clutter(args: argparse.Namespace) -> int:
     if not 0.0 <= min_score <= 1.0 or (args.max_looks is not None and args.max_looks < 1):
         print(f'{prog}: --min-score must be in [0, 1] and --max-looks >= 1', file=sys.stderr)
         return 2
+    from gpr_ros.core.network.config import DEFAULT_POSE_PASSES, MAX_POSE_PASSES
+    pose_passes = DEFAULT_POSE_PASSES if args.pose_passes is None else args.pose_passes
+    if not 1 <= pose_passes <= MAX_POSE_PASSES:
+        print(f'{prog}: --pose-passes must be in [1, {MAX_POSE_PASSES}]', file=sys.stderr)
+        return 2
     context = PolicyContext(model_path=model, device=args.device, threads=args.threads,
                             max_grasps=args.max_grasps, min_score=min_score,
-                            object_set=str(args.objects), cache_dir=args.cache, units=args.units)
+                            object_set=str(args.objects), cache_dir=args.cache, units=args.units,
+                            pose_passes=pose_passes)
 
     def check(name: str, ctx: PolicyContext) -> str | None:
         if name in NETWORK_POLICIES and (ctx.model_path is None or not ctx.model_path.is_file()):

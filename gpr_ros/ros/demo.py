@@ -75,6 +75,84 @@ class DemoConfig:
         return result
 
 
+#: Written next to ``attempts.jsonl``: the node parameters the run was made with.
+SETTINGS_NAME = 'demo_settings.json'
+#: Supervisor parameters that may change between a run and its resumption.
+_RESUMABLE = ('results_dir', 'num_trials', 'exit_when_done')
+
+
+def _file_digest(path: Path) -> str | None:
+    import hashlib
+
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def run_settings(config: DemoConfig, params: Path) -> dict[str, Any]:
+    """What a demo run's results depend on beyond the supervisor's own checks: every node's
+    parameters (the file's, then the overrides; not the number of trials or the results
+    folder) and the model file's digest.
+
+    :param config: the run.
+    :param params: the parameter file.
+    :return: JSON-ready settings.
+    :raises DemoError: when the parameter file is not YAML of ``node: {ros__parameters}``.
+    """
+    import yaml
+
+    try:
+        data = yaml.safe_load(params.read_text()) or {}
+        nodes = {str(name): dict((body or {}).get('ros__parameters') or {})
+                 for name, body in data.items()}
+    except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError) as err:
+        raise DemoError(f'cannot read the parameter file {params}: {err}') from None
+    for name, values in config.overrides().items():
+        nodes.setdefault(name, {}).update(values)
+    for key in _RESUMABLE:
+        nodes.get(SUPERVISOR.name, {}).pop(key, None)
+    from gpr_ros.ros.detection import default_model_path
+
+    model = str(nodes.get(INFERENCE.name, {}).get('model_path') or '')
+    path = Path(model).expanduser() if model else default_model_path()
+    return {'parameters': nodes, 'model_sha256': _file_digest(path)}
+
+
+def check_resumable(config: DemoConfig, settings: dict[str, Any]) -> None:
+    """Refuse a results folder whose run was made with other node parameters or another
+    model (the supervisor checks its protocol, seed and simulation itself), and record the
+    settings of a new run.
+
+    :param config: the run.
+    :param settings: :func:`run_settings`.
+    :raises DemoError: naming what differs.
+    """
+    import json
+
+    from gpr_ros.core.validation import describe_differences
+
+    stamp = config.out / SETTINGS_NAME
+    now = json.loads(json.dumps(settings))
+    if (config.out / 'attempts.jsonl').exists():
+        old = None
+        if stamp.is_file():
+            try:
+                old = json.loads(stamp.read_text())
+            except (OSError, ValueError):
+                old = None
+        if old != now:
+            what = (describe_differences(old, now) if isinstance(old, dict)
+                    else f'no readable {SETTINGS_NAME} (made by an older version)')
+            raise DemoError(f'{config.out} holds a run made with other settings ({what}): '
+                            'pass another --out or delete it')
+    config.out.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(now, indent=1, sort_keys=True) + '\n')
+
+
 def default_params_file() -> Path:
     """The installed ``config/sim_clutter_removal.yaml``."""
     from gpr_ros.resources import share_dir
@@ -148,7 +226,7 @@ def run_demo(config: DemoConfig, out: IO[str] = sys.stdout) -> int:
     params = config.params_file if config.params_file is not None else default_params_file()
     if not params.is_file():
         raise DemoError(f'parameter file {params} not found')
-    config.out.mkdir(parents=True, exist_ok=True)
+    check_resumable(config, run_settings(config, params))
     env = dict(os.environ)
     env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')

@@ -117,3 +117,25 @@ def test_demo_fails_when_a_node_dies(tmp_path: Path) -> None:
         run_demo(config, out=io.StringIO())
     assert time.monotonic() - started < 60
     assert 'missing.pt' in (tmp_path / 'logs' / 'gpr_inference.log').read_text()
+
+
+def test_demo_refuses_results_made_with_other_node_parameters(tmp_path: Path) -> None:
+    from gpr_ros.ros.demo import SETTINGS_NAME, DemoError, check_resumable, run_settings
+
+    config = DemoConfig(out=tmp_path, params_file=PARAMS, trials=1, seed=SEED)
+    settings = run_settings(config, PARAMS)
+    assert settings['model_sha256'] and len(settings['model_sha256']) == 16
+    assert settings['parameters']['gpr_inference']['pose_passes'] == 2
+    assert 'num_trials' not in settings['parameters'][SUPERVISOR.name]  # may grow on resume
+    check_resumable(config, settings)  # a new folder: recorded
+    assert (tmp_path / SETTINGS_NAME).is_file()
+    (tmp_path / 'attempts.jsonl').write_text('{"type":"header"}\n')
+    more = DemoConfig(out=tmp_path, params_file=PARAMS, trials=5, seed=SEED)
+    check_resumable(more, run_settings(more, PARAMS))  # more trials: resumed
+    other = DemoConfig(out=tmp_path, params_file=PARAMS, trials=1, seed=SEED,
+                       extra={'gpr_inference': {'pose_passes': 1}})
+    with pytest.raises(DemoError, match=r'other settings \(.*pose_passes: 2 -> 1'):
+        run_demo(other, out=io.StringIO())  # refused before any node starts
+    (tmp_path / SETTINGS_NAME).unlink()
+    with pytest.raises(DemoError, match='older version'):
+        check_resumable(config, settings)

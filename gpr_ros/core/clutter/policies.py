@@ -34,7 +34,7 @@ from gpr_ros.core.baselines.random_grasps import RandomGraspConfig, random_grasp
 from gpr_ros.core.clutter.errors import PolicyUnavailableError
 from gpr_ros.core.grasp.grasps import STAGE_1, STAGE_2, Grasps
 from gpr_ros.core.grasp.gripper import GripperModel
-from gpr_ros.core.network.config import DEFAULT_MIN_SCORE
+from gpr_ros.core.network.config import DEFAULT_MIN_SCORE, DEFAULT_POSE_PASSES
 
 __all__ = [
     "DEFAULT_MIN_SCORE",
@@ -85,6 +85,9 @@ class PolicyContext:
         for policies that need the objects themselves (``oracle``).
     :ivar cache_dir: object and annotation cache (``None``: the default).
     :ivar units: units of the meshes of a folder object set.
+    :ivar pose_passes: stage-2 passes over the pose of network policies
+        (:data:`~gpr_ros.core.network.config.DEFAULT_POSE_PASSES`; the ``gpr_inference``
+        node's ``pose_passes``).
     """
 
     model_path: Path | None = None
@@ -96,6 +99,7 @@ class PolicyContext:
     object_set: str = ""
     cache_dir: Path | None = None
     units: str = "m"
+    pose_passes: int = DEFAULT_POSE_PASSES
 
 
 class GPRPolicy:
@@ -191,7 +195,8 @@ def _gpr_factory(stage: int, name: str) -> PolicyFactory:
         from gpr_ros.core.network.inference import GraspDetector  # torch only when needed
 
         torch.set_num_threads(max(1, int(context.threads)))
-        detector = GraspDetector.from_checkpoint(path, device=context.device)
+        detector = GraspDetector.from_checkpoint(path, device=context.device,
+                                                 pose_passes=context.pose_passes)
         return GPRPolicy(detector, stage, context.max_grasps, name, context.min_score)
 
     return build

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+import hashlib
 import json
 import math
 import multiprocessing
@@ -207,6 +208,18 @@ class BenchmarkRun:
     unavailable: dict[str, str]
 
 
+def _model_digest(path: Path | None) -> str | None:
+    """First 16 hex digits of the checkpoint's SHA-256 (``None`` without one): a results
+    folder is not resumed with another model."""
+    if path is None or not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def run_benchmark(out: Path, pool: Sequence[SceneObjectSpec], policies: Sequence[str],
                   trials: int, seed: int, config: ClutterConfig,
                   context: PolicyContext | None = None, object_set: str = "",
@@ -239,7 +252,9 @@ def run_benchmark(out: Path, pool: Sequence[SceneObjectSpec], policies: Sequence
     header = {"type": "header", "protocol": config.protocol.name, "seed": int(seed),
               "object_set": object_set, "objects": [o.name for o in pool],
               "config": config.to_dict(),
-              "policy_settings": {"max_grasps": ctx.max_grasps, "min_score": ctx.min_score}}
+              "policy_settings": {"max_grasps": ctx.max_grasps, "min_score": ctx.min_score,
+                                  "pose_passes": ctx.pose_passes,
+                                  "model": _model_digest(ctx.model_path)}}
     headers = [r for r in records if r.get("type") == "header"]
     if headers:
         old = headers[0]

@@ -135,6 +135,12 @@ def test_a_results_folder_of_another_config_names_what_differs(tmp_path) -> None
     with pytest.raises(ResultsLogError,
                        match=r"another policy_settings \(min_score: 0\.1 -> 0\.5\)"):
         run_benchmark(tmp_path, POOL, ["random"], 1, 5, CONFIG, PolicyContext(min_score=0.5))
+    with pytest.raises(ResultsLogError, match=r"another policy_settings \(pose_passes: 2 -> 1\)"):
+        run_benchmark(tmp_path, POOL, ["random"], 1, 5, CONFIG, PolicyContext(pose_passes=1))
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"not a model, but a file with a digest")
+    with pytest.raises(ResultsLogError, match=r"another policy_settings \(model: None -> "):
+        run_benchmark(tmp_path, POOL, ["random"], 1, 5, CONFIG, PolicyContext(model_path=model))
 
 
 def test_resume_from_truncated_log_matches(tmp_path) -> None:
@@ -271,7 +277,7 @@ def test_protocol_looks() -> None:
 
 
 @pytest.mark.parametrize("args", [["--min-score", "1.5"], ["--max-looks", "0"],
-                                  ["--max-grasps", "0"]])
+                                  ["--max-grasps", "0"], ["--pose-passes", "0"]])
 def test_bench_clutter_rejects_invalid_policy_settings(tmp_path, capsys, args) -> None:
     from gpr_ros.cli import main
 
