@@ -18,7 +18,7 @@ test: setup  ## run the test suite (core, conversions, ROS over DDS on localhost
 demo: setup  ## run the main job: the simulated clutter removal, every node its own process over DDS
 	@ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VENV)/bin/gpr-ros demo
 
-model: setup  ## reproduce models/gpr_default.pt from scratch (datasets, training stages A-C, evaluation; ~2.5 h on 2 cores)
+model: setup  ## reproduce models/gpr_default.pt from scratch (datasets, training stages A-C, evaluation; 2 h 53 min measured on 2 cores)
 	@bash scripts/train_default.sh
 
 bench: setup  ## print timings (benchmarks, not tests)
