@@ -81,18 +81,6 @@ SETTINGS_NAME = 'demo_settings.json'
 _RESUMABLE = ('results_dir', 'num_trials', 'exit_when_done')
 
 
-def _file_digest(path: Path) -> str | None:
-    import hashlib
-
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def run_settings(config: DemoConfig, params: Path) -> dict[str, Any]:
     """What a demo run's results depend on beyond the supervisor's own checks: every node's
     parameters (the file's, then the overrides; not the number of trials or the results
@@ -119,7 +107,9 @@ def run_settings(config: DemoConfig, params: Path) -> dict[str, Any]:
 
     model = str(nodes.get(INFERENCE.name, {}).get('model_path') or '')
     path = Path(model).expanduser() if model else default_model_path()
-    return {'parameters': nodes, 'model_sha256': _file_digest(path)}
+    from gpr_ros.core.clutter.runner import model_digest
+
+    return {'parameters': nodes, 'model_sha256': model_digest(path)}
 
 
 def check_resumable(config: DemoConfig, settings: dict[str, Any]) -> None:

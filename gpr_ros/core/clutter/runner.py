@@ -45,6 +45,7 @@ from gpr_ros.core.validation import describe_differences
 __all__ = [
     "FAILURE_KINDS",
     "AttemptLog",
+    "model_digest",
     "run_benchmark",
     "summarize",
     "write_reports",
@@ -208,9 +209,13 @@ class BenchmarkRun:
     unavailable: dict[str, str]
 
 
-def _model_digest(path: Path | None) -> str | None:
-    """First 16 hex digits of the checkpoint's SHA-256 (``None`` without one): a results
-    folder is not resumed with another model."""
+def model_digest(path: Path | str | None) -> str | None:
+    """First 16 hex digits of a checkpoint's SHA-256 (``None`` without the file): results
+    are not resumed with another model (this benchmark's folders, ``gpr-ros demo``'s).
+
+    :param path: the checkpoint.
+    :return: the digest.
+    """
     if path is None or not Path(path).is_file():
         return None
     digest = hashlib.sha256()
@@ -254,7 +259,7 @@ def run_benchmark(out: Path, pool: Sequence[SceneObjectSpec], policies: Sequence
               "config": config.to_dict(),
               "policy_settings": {"max_grasps": ctx.max_grasps, "min_score": ctx.min_score,
                                   "pose_passes": ctx.pose_passes,
-                                  "model": _model_digest(ctx.model_path)}}
+                                  "model": model_digest(ctx.model_path)}}
     headers = [r for r in records if r.get("type") == "header"]
     if headers:
         old = headers[0]
