@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-import shutil
 import sys
-import tempfile
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -185,7 +183,7 @@ def _clutter(args: argparse.Namespace) -> int:
 def _census(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from gpr_ros.core.clutter.census import run_census, write_census
+    from gpr_ros.core.clutter.census import census_markdown, run_census, write_census
     from gpr_ros.core.clutter.errors import ResultsLogError
     from gpr_ros.core.clutter.policies import PolicyContext, make_policy
     from gpr_ros.core.clutter.runner import AttemptLog
@@ -212,22 +210,12 @@ def _census(args: argparse.Namespace) -> int:
                 censuses = run_census(records, pool, args.policy, oracle,
                                       finish=not args.no_finish,
                                       progress=lambda _c, b=bar: b.update(1))
-            paths = write_census(run, args.policy, censuses)
+            write_census(run, args.policy, censuses)
             every.extend(censuses)
-        if len(args.run) > 1:
-            pooled = args.out if args.out is not None else Path(tempfile.mkdtemp())
-            pooled.mkdir(parents=True, exist_ok=True)
-            paths = write_census(pooled, args.policy, every)
+        if args.out is not None and len(args.run) > 1:
+            write_census(args.out, args.policy, every, len(args.run))
     except GprError as err:
         print(f'{prog}: {err}', file=sys.stderr)
         return 1
-    text = paths[1].read_text()
-    if len(args.run) > 1:
-        text = text.replace('trials replayed from the log',
-                            f'trials of {len(args.run)} runs replayed from their logs', 1)
-        if args.out is None:
-            shutil.rmtree(paths[1].parent, ignore_errors=True)
-        else:
-            paths[1].write_text(text)
-    print(text)
+    print(census_markdown(args.policy, every, len(args.run)))
     return 0

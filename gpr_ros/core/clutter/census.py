@@ -13,7 +13,8 @@ on its side). The census tells the two apart after the fact, from the run's log 
    approach, from the camera's side) that also pass the executor's checks (width, reach,
    approach angle, workspace) are counted where the object lies now.
 3. **Finish** (optional). The oracle then gets the attempts the protocol had left (at least
-   one) to clear the bin: the executor's verdict on whether the leftovers can be lifted.
+   one; :data:`UNLIMITED_FINISH_ATTEMPTS` without a limit) to clear the bin: the executor's
+   verdict on whether the leftovers can be lifted.
 
 Objects without a feasible annotated grasp at the end bound the CR of *any* policy that
 ends the trial there; ``cr_bound`` says how far.
@@ -34,8 +35,12 @@ from gpr_ros.core.clutter.session import TrialWorld, executed
 from gpr_ros.core.grasp.grasps import Grasps
 from gpr_ros.core.sim.world import SceneObjectSpec
 
-__all__ = ["TrialCensus", "census_trial", "refusal_kind", "run_census", "summarize_census",
-           "write_census"]
+__all__ = ["UNLIMITED_FINISH_ATTEMPTS", "TrialCensus", "census_markdown", "census_trial",
+           "refusal_kind", "run_census", "summarize_census", "write_census"]
+
+#: Attempts of the oracle's finish when the protocol sets no attempt limit (``pile``; the
+#: ``gpr`` protocol's limit is 15).
+UNLIMITED_FINISH_ATTEMPTS = 15
 
 
 @dataclass(frozen=True)
@@ -178,7 +183,8 @@ def census_trial(subset: Sequence[SceneObjectSpec], config: ClutterConfig, seed:
     if finish and left:
         for k in left:
             left[k]["finished"] = False
-        budget = max(1, (config.protocol.max_attempts or 15) - tw.attempts)
+        limit = config.protocol.max_attempts or UNLIMITED_FINISH_ATTEMPTS
+        budget = max(1, limit - tw.attempts)
         while attempts < budget and not tw.bin_empty:
             obs = tw.observe(noise=False)
             oracle.see(tw.world, obs)
@@ -279,28 +285,22 @@ def summarize_census(censuses: Sequence[TrialCensus]) -> dict[str, Any]:
             "objects": dict(sorted(objects.items(), key=lambda kv: (-kv[1]["left"], kv[0])))}
 
 
-def write_census(out: Path, policy: str, censuses: Sequence[TrialCensus]) -> list[Path]:
-    """Write ``census_<policy>.json`` and ``census_<policy>.md`` into ``out``.
+def census_markdown(policy: str, censuses: Sequence[TrialCensus], runs: int = 1) -> str:
+    """The census as a Markdown report.
 
-    :param out: the run folder.
     :param policy: the policy censused.
     :param censuses: :func:`run_census` output.
-    :return: the files written.
+    :param runs: how many runs' logs the trials come from.
+    :return: the report.
     """
-    import json
-
-    summary = summarize_census(censuses)
-    out = Path(out)
-    jpath, mpath = out / f"census_{policy}.json", out / f"census_{policy}.md"
-    jpath.write_text(json.dumps({"policy": policy, "summary": summary,
-                                 "trials": [c.to_dict() for c in censuses]}, indent=1))
-    s = summary
+    s = summarize_census(censuses)
 
     def pct(v: float) -> str:
         return "n/a" if v != v else f"{100 * v:.1f} %"
 
     lines = [f"# What policy `{policy}` left in the bin", "",
-             f"{s['trials']} trials replayed from the log"
+             (f"{s['trials']} trials of {runs} runs replayed from their logs" if runs > 1
+              else f"{s['trials']} trials replayed from the log")
              + (f" ({len(s['not_replayed'])} did not repeat and are left out: "
                 f"{s['not_replayed']})" if s["not_replayed"] else "") + ".", "",
              "| objects poured | removed | pushed out | left | left without a feasible "
@@ -318,5 +318,26 @@ def write_census(out: Path, policy: str, censuses: Sequence[TrialCensus]) -> lis
              "|---|---:|---:|---:|---:|"]
     lines += [f"| {name} | {o['left']} | {o['without_feasible']} | {o['never']} | "
               f"{o['finished']} |" for name, o in s["objects"].items()]
-    mpath.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def write_census(out: Path, policy: str, censuses: Sequence[TrialCensus],
+                 runs: int = 1) -> list[Path]:
+    """Write ``census_<policy>.json`` and ``census_<policy>.md`` (:func:`census_markdown`)
+    into ``out``.
+
+    :param out: the run folder (created).
+    :param policy: the policy censused.
+    :param censuses: :func:`run_census` output.
+    :param runs: see :func:`census_markdown`.
+    :return: the files written.
+    """
+    import json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jpath, mpath = out / f"census_{policy}.json", out / f"census_{policy}.md"
+    jpath.write_text(json.dumps({"policy": policy, "summary": summarize_census(censuses),
+                                 "trials": [c.to_dict() for c in censuses]}, indent=1))
+    mpath.write_text(census_markdown(policy, censuses, runs))
     return [jpath, mpath]

@@ -56,6 +56,7 @@ from gpr_ros.core.dataset.scene_format import scene_grasps
 from gpr_ros.core.dataset.storage import DatasetReader
 from gpr_ros.core.grasp import DEFAULT_BETA, STAGE_1, STAGE_2, Grasps, pairwise_grasp_distance
 from gpr_ros.core.network.checkpoint import load_checkpoint
+from gpr_ros.core.network.config import DEFAULT_POSE_PASSES
 from gpr_ros.core.network.errors import NetworkError
 from gpr_ros.core.network.inference import GraspDetector
 
@@ -695,8 +696,7 @@ def evaluate(
     :param pose_thresholds: Table II thresholds (D).
     :param coverage_threshold: D below which a ground-truth grasp counts as recovered.
     :param pose_passes: stage-2 passes over the pose of a model loaded from a path (default
-        the detector's, :data:`~.inference.DEFAULT_POSE_PASSES`; a given detector keeps its
-        own).
+        :data:`~.config.DEFAULT_POSE_PASSES`; a given detector keeps its own).
     :return: the result.
     :raises CheckpointError: on a missing or unusable checkpoint.
     :raises StorageError: when ``data_dir`` is not a dataset folder or a shard is corrupt.
@@ -723,8 +723,9 @@ def evaluate(
         detector, name = model, model.model_name
     else:
         epoch = load_checkpoint(model, "cpu")["epoch"]
-        extra = {} if pose_passes is None else {"pose_passes": pose_passes}
-        detector, name = GraspDetector.from_checkpoint(model, device, **extra), str(model)
+        passes = DEFAULT_POSE_PASSES if pose_passes is None else pose_passes
+        detector = GraspDetector.from_checkpoint(model, device, pose_passes=passes)
+        name = str(model)
         summary["epoch"] = int(epoch)
     cfg = detector.config
     summary.update(num_points=cfg.num_points, proposals_test=cfg.proposals_test,

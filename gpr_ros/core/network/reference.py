@@ -157,7 +157,7 @@ def reference_detect(detector: Any, points: ArrayLike,
         generator = torch.Generator().manual_seed(detector.seed)
         s2 = _reference_refine(model, features, seg_logits, xyz, p_center, p_rot, generator)
         p_center, p_rot, p_width = model.apply_refinement(p_center, p_rot, p_width, s2)
-        for _ in range(getattr(detector, "pose_passes", 1) - 1):  # GPRNet.refine_poses
+        for _ in range(detector.pose_passes - 1):  # as GPRNet.refine_poses
             again = _reference_refine(model, features, seg_logits, xyz, p_center, p_rot,
                                       generator)
             p_center, p_rot, _ = model.apply_refinement(p_center, p_rot, p_width, again)
