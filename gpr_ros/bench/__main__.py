@@ -120,6 +120,7 @@ def bench_network() -> None:
     )
     from gpr_ros.core.network.model import GPRNet
     from gpr_ros.resources import share_dir
+    from gpr_ros.ros.detection import DetectionConfig
 
     candidates = [os.environ.get('GPR_BENCH_MODEL', ''),
                   str(share_dir() / 'models' / 'gpr_default.pt')]
@@ -136,18 +137,23 @@ def bench_network() -> None:
                              1.3 - rng.uniform(0, 0.08, 16_384)])
     retain_freed_memory(256)  # as the gpr_inference node does at start-up
     default_passes = detector.pose_passes
-    # the paper's network (one stage-2 pass) and the default (pose passes); the reference
-    # makes the same passes
-    for passes in sorted({1, default_passes}):
+    node_grasps = DetectionConfig().max_grasps
+    # the paper's network (one stage-2 pass) and the default (pose passes), these returning
+    # every grasp or the node's default number (further passes refine only the grasps
+    # returned); the reference makes the same passes over the same grasps
+    settings = [(1, None)] + [(default_passes, g) for g in (None, node_grasps)
+                              if default_passes > 1]
+    for passes, grasps in settings:
         detector.pose_passes = passes
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            res = benchmark_reference(detector, cloud, repeats=5)
+            res = benchmark_reference(detector, cloud, repeats=5, max_grasps=grasps)
             fast, ref = res['fast'], res['reference']
             stages = ' '.join(f'{k} {fast[k] * 1000:.0f}' for k in
                               ('preprocess', 'backbone', 'stage1', 'nms', 'stage2',
                                'postprocess'))
-            print(f'{passes} pose pass(es), {threads} thread(s): median total '
+            returned = 'all grasps' if grasps is None else f'{grasps} grasps'
+            print(f'{passes} pose pass(es), {returned}, {threads} thread(s): median total '
                   f'{fast["total"] * 1000:.0f} ms ({stages} ms); reference '
                   f'{ref["total"] * 1000:.0f} ms; speed-up {res["speedup_total"]:.1f}x '
                   f'(grouping {res["speedup_preprocess"]:.1f}x)')

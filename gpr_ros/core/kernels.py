@@ -59,7 +59,9 @@ __all__ = [
     "ball_query_kernel",
     "compile_kernels",
     "crop_kernel",
+    "crop_mt_kernel",
     "grasp_nms_kernel",
+    "mt19937_uniform_kernel",
     "three_nn_kernel",
 ]
 
@@ -536,6 +538,48 @@ def grasp_nms_kernel(
 
 
 @_njit
+def _crop_row(
+    xyz: NDArray[np.float64],
+    origin: NDArray[np.float64],
+    rot: NDArray[np.float64],
+    noise: NDArray[np.float32],
+    bounds: NDArray[np.float64],
+    idx: NDArray[np.int64],
+    inside: NDArray[np.int64],
+    keys: NDArray[np.float32],
+) -> int:
+    """One proposal's crop (:func:`crop_kernel`): origin (3,), rot (3, 3), noise (N,), idx
+    (K,) written; ``inside`` and ``keys`` are (N,) scratch; returns the count."""
+    n = xyz.shape[0]
+    k = idx.shape[0]
+    m = 0
+    ox, oy, oz = origin[0], origin[1], origin[2]
+    r00, r10, r20 = rot[0, 0], rot[1, 0], rot[2, 0]
+    r01, r11, r21 = rot[0, 1], rot[1, 1], rot[2, 1]
+    r02, r12, r22 = rot[0, 2], rot[1, 2], rot[2, 2]
+    for j in range(n):  # branch-free test, then a conditional append
+        dx = xyz[j, 0] - ox
+        dy = xyz[j, 1] - oy
+        dz = xyz[j, 2] - oz
+        cx = dx * r00 + dy * r10 + dz * r20
+        cy = dx * r01 + dy * r11 + dz * r21
+        cz = dx * r02 + dy * r12 + dz * r22
+        ok = (cx >= bounds[0]) & (cx <= bounds[1]) & (abs(cy) <= bounds[2]) & (
+            abs(cz) <= bounds[3])
+        inside[m] = j
+        keys[m] = np.float32(1.0) + noise[j]
+        m += ok
+    if m == 0:
+        for s in range(k):
+            idx[s] = 0
+        return 0
+    order = np.argsort(-keys[:m], kind="mergesort")
+    for s in range(k):
+        idx[s] = inside[order[s % m]]
+    return m
+
+
+@_njit
 def crop_kernel(
     xyz: NDArray[np.float64],
     origin: NDArray[np.float64],
@@ -564,35 +608,127 @@ def crop_kernel(
     :param count: (P,) output counts.
     """
     n = xyz.shape[0]
-    k = idx.shape[1]
     inside = np.empty(n, dtype=np.int64)
     keys = np.empty(n, dtype=np.float32)
     for p in range(origin.shape[0]):
-        m = 0
-        ox, oy, oz = origin[p, 0], origin[p, 1], origin[p, 2]
-        r00, r10, r20 = rot[p, 0, 0], rot[p, 1, 0], rot[p, 2, 0]
-        r01, r11, r21 = rot[p, 0, 1], rot[p, 1, 1], rot[p, 2, 1]
-        r02, r12, r22 = rot[p, 0, 2], rot[p, 1, 2], rot[p, 2, 2]
-        for j in range(n):  # branch-free test, then a conditional append
-            dx = xyz[j, 0] - ox
-            dy = xyz[j, 1] - oy
-            dz = xyz[j, 2] - oz
-            cx = dx * r00 + dy * r10 + dz * r20
-            cy = dx * r01 + dy * r11 + dz * r21
-            cz = dx * r02 + dy * r12 + dz * r22
-            ok = (cx >= bounds[0]) & (cx <= bounds[1]) & (abs(cy) <= bounds[2]) & (
-                abs(cz) <= bounds[3])
-            inside[m] = j
-            keys[m] = np.float32(1.0) + noise[p, j]
-            m += ok
-        count[p] = m
-        if m == 0:
-            for s in range(k):
-                idx[p, s] = 0
-            continue
-        order = np.argsort(-keys[:m], kind="mergesort")
-        for s in range(k):
-            idx[p, s] = inside[order[s % m]]
+        count[p] = _crop_row(xyz, origin[p], rot[p], noise[p], bounds, idx[p], inside, keys)
+
+
+# --------------------------------------------------------------------------- torch's CPU RNG
+
+_MT_N = 624
+_MT_M = 397
+_MT_MATRIX_A = np.uint32(0x9908B0DF)
+_MT_UPPER = np.uint32(0x80000000)
+_MT_LOWER = np.uint32(0x7FFFFFFF)
+
+
+@_njit
+def _mt_twist(state: NDArray[np.uint32]) -> None:
+    one = np.uint32(1)
+    zero = np.uint32(0)
+    for i in range(_MT_N - _MT_M):
+        y = (state[i] & _MT_UPPER) | (state[i + 1] & _MT_LOWER)
+        state[i] = state[i + _MT_M] ^ (y >> one) ^ (_MT_MATRIX_A if state[i + 1] & one else zero)
+    for i in range(_MT_N - _MT_M, _MT_N - 1):
+        y = (state[i] & _MT_UPPER) | (state[i + 1] & _MT_LOWER)
+        state[i] = (state[i + _MT_M - _MT_N] ^ (y >> one)
+                    ^ (_MT_MATRIX_A if state[i + 1] & one else zero))
+    y = (state[_MT_N - 1] & _MT_UPPER) | (state[0] & _MT_LOWER)
+    state[_MT_N - 1] = (state[_MT_M - 1] ^ (y >> one)
+                        ^ (_MT_MATRIX_A if state[0] & one else zero))
+
+
+@_njit
+def mt19937_uniform_kernel(state: NDArray[np.uint32], left: int, position: int,
+                           out: NDArray[np.float32]) -> tuple[int, int]:
+    """Fill ``out`` with the floats ``torch.rand`` draws from a CPU generator in this state.
+
+    PyTorch's CPU generator is an MT19937 (ATen's ``mt19937_engine``): a draw decrements
+    ``left``, regenerates the 624 words when it reaches 0 (``left`` = 624, ``position`` = 0),
+    and tempers the word at ``position``; a float32 is the draw's low 24 bits times 2^-24.
+
+    :param state: (624,) words, updated in place.
+    :param left: the engine's ``left`` counter.
+    :param position: the engine's ``next`` index.
+    :param out: (M,) filled.
+    :return: the new ``(left, position)``.
+    """
+    mask = np.uint32(0xFFFFFF)
+    scale = np.float32(1.0 / 16777216.0)
+    for i in range(out.shape[0]):
+        left -= 1
+        if left == 0:
+            _mt_twist(state)
+            left = _MT_N
+            position = 0
+        y = state[position]
+        position += 1
+        y ^= y >> np.uint32(11)
+        y ^= (y << np.uint32(7)) & np.uint32(0x9D2C5680)
+        y ^= (y << np.uint32(15)) & np.uint32(0xEFC60000)
+        y ^= y >> np.uint32(18)
+        out[i] = np.float32(y & mask) * scale
+    return left, position
+
+
+@_njit
+def _mt_skip(state: NDArray[np.uint32], left: int, position: int, draws: int) -> tuple[int, int]:
+    """Advance the engine by ``draws`` draws without computing them."""
+    while draws > 0:
+        if draws <= left - 1:
+            return left - draws, position + draws
+        draws -= left  # up to left == 1, then the draw that regenerates
+        _mt_twist(state)
+        left = _MT_N
+        position = 1
+    return left, position
+
+
+@_njit
+def crop_mt_kernel(
+    xyz: NDArray[np.float64],
+    origin: NDArray[np.float64],
+    rot: NDArray[np.float64],
+    rows: NDArray[np.int64],
+    drawn: int,
+    state: NDArray[np.uint32],
+    left: int,
+    position: int,
+    bounds: NDArray[np.float64],
+    idx: NDArray[np.int64],
+    count: NDArray[np.int64],
+) -> tuple[int, int]:
+    """:func:`crop_kernel` with the noise ``torch.rand((drawn, N))`` would draw from a CPU
+    generator in this MT19937 state (:func:`mt19937_uniform_kernel`), row ``rows[q]`` for
+    proposal q; the other rows are skipped, not computed.
+
+    :param xyz: (N, 3) points.
+    :param origin: (Q, 3) origins.
+    :param rot: (Q, 3, 3) rotations.
+    :param rows: (Q,) ascending rows of the draw, in [0, drawn).
+    :param drawn: rows drawn.
+    :param state: (624,) engine words, updated in place.
+    :param left: engine counter.
+    :param position: engine index.
+    :param bounds: (4,) box bounds.
+    :param idx: (Q, K) output indices.
+    :param count: (Q,) output counts.
+    :return: the engine's new ``(left, position)``.
+    """
+    n = xyz.shape[0]
+    inside = np.empty(n, dtype=np.int64)
+    keys = np.empty(n, dtype=np.float32)
+    noise = np.empty(n, dtype=np.float32)
+    q = 0
+    for r in range(drawn):
+        if q < rows.shape[0] and rows[q] == r:
+            left, position = mt19937_uniform_kernel(state, left, position, noise)
+            count[q] = _crop_row(xyz, origin[q], rot[q], noise, bounds, idx[q], inside, keys)
+            q += 1
+        else:
+            left, position = _mt_skip(state, left, position, n)
+    return left, position
 
 
 def compile_kernels() -> float:
@@ -618,4 +754,8 @@ def compile_kernels() -> float:
     crop_kernel(pts, pts[:2], np.tile(np.eye(3), (2, 1, 1)),
                 rng.random((2, 32), dtype=np.float32), np.array([-0.001, 0.031, 0.026, 0.01]),
                 np.zeros((2, 4), np.int64), np.zeros(2, np.int64))
+    crop_mt_kernel(pts, pts[:1], np.tile(np.eye(3), (1, 1, 1)), np.array([1]), 2,
+                   np.arange(_MT_N, dtype=np.uint32), 1, 0,
+                   np.array([-0.001, 0.031, 0.026, 0.01]), np.zeros((1, 4), np.int64),
+                   np.zeros(1, np.int64))
     return time.perf_counter() - start

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+import json
 import math
 import os
 from pathlib import Path
@@ -20,6 +21,8 @@ import subprocess
 import sys
 import time
 from typing import IO, Any
+
+import yaml
 
 from gpr_ros.core.errors import GprError
 from gpr_ros.ros.graph import INFERENCE, SIM_GRAPH, SIM_WORLD, SUPERVISOR, NodeSpec, command_line
@@ -91,7 +94,9 @@ def run_settings(config: DemoConfig, params: Path) -> dict[str, Any]:
     :return: JSON-ready settings.
     :raises DemoError: when the parameter file is not YAML of ``node: {ros__parameters}``.
     """
-    import yaml
+    # heavy (ROS messages, MuJoCo): imported when a demo starts, not with the CLI
+    from gpr_ros.core.clutter.runner import model_digest
+    from gpr_ros.ros.detection import default_model_path
 
     try:
         data = yaml.safe_load(params.read_text()) or {}
@@ -103,12 +108,8 @@ def run_settings(config: DemoConfig, params: Path) -> dict[str, Any]:
         nodes.setdefault(name, {}).update(values)
     for key in _RESUMABLE:
         nodes.get(SUPERVISOR.name, {}).pop(key, None)
-    from gpr_ros.ros.detection import default_model_path
-
     model = str(nodes.get(INFERENCE.name, {}).get('model_path') or '')
     path = Path(model).expanduser() if model else default_model_path()
-    from gpr_ros.core.clutter.runner import model_digest
-
     return {'parameters': nodes, 'model_sha256': model_digest(path)}
 
 
@@ -121,8 +122,6 @@ def check_resumable(config: DemoConfig, settings: dict[str, Any]) -> None:
     :param settings: :func:`run_settings`.
     :raises DemoError: naming what differs.
     """
-    import json
-
     from gpr_ros.core.validation import describe_differences
 
     stamp = config.out / SETTINGS_NAME

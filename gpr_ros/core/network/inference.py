@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 import torch
 
 from gpr_ros.core.grasp import STAGE_1, STAGE_2, Grasps
@@ -206,10 +206,18 @@ class GraspDetector:
         score = torch.sigmoid(torch.gather(seg_logits, 1, props.index[:, :n]))
         if stage == STAGE_2 and n > 0:
             generator = torch.Generator().manual_seed(self.seed)
-            s2, p_center, p_rot, p_width = model.refine_poses(
-                features, seg_logits, xyz, p_center, p_rot, p_width, generator,
-                self.pose_passes)
+            s2 = model.refine(features, seg_logits, xyz, p_center, p_rot, generator)
             score = torch.sigmoid(s2["conf"])
+            p_center, p_rot, p_width = model.apply_refinement(p_center, p_rot, p_width, s2)
+            keep = None
+            if max_grasps is not None and self.pose_passes > 1:
+                # the first pass's width and score decide which grasps are returned: only
+                # those are refined again (as GPRNet.refine_poses, for the same grasps)
+                chosen = self.ranking(p_width[0], score[0], min_score)[: int(max_grasps)]
+                keep = torch.from_numpy(np.sort(chosen)).to(xyz.device).unsqueeze(0)
+            p_center, p_rot = model.further_pose_passes(
+                features, seg_logits, xyz, p_center, p_rot, p_width, generator,
+                self.pose_passes - 1, keep)
         t5 = time.perf_counter()
         grasps = self.postprocess(p_center[0], p_rot[0], p_width[0], score[0], min_score, stage)
         if max_grasps is not None:
@@ -237,17 +245,29 @@ class GraspDetector:
         :param stage: stage recorded in the grasps.
         :return: the grasps.
         """
-        c = center.cpu().double().numpy()
-        r = rot.cpu().double().numpy()
-        w = width.cpu().double().numpy()
-        s = score.cpu().double().numpy()
-        max_width = self.config.gripper.max_width
-        keep = (w <= max_width + self.width_tolerance) & (s >= min_score)
-        order = np.flatnonzero(keep)[np.argsort(-s[keep], kind="stable")]
+        order = self.ranking(width, score, min_score)
         if len(order) == 0:
             return Grasps.empty()
-        return Grasps(c[order], r[order, :, 0], r[order, :, 1], np.clip(w[order], 0.0, max_width),
-                      s[order], stage)
+        c = center.cpu().double().numpy()[order]
+        r = rot.cpu().double().numpy()[order]
+        w = width.cpu().double().numpy()[order]
+        s = score.cpu().double().numpy()[order]
+        max_width = self.config.gripper.max_width
+        return Grasps(c, r[:, :, 0], r[:, :, 1], np.clip(w, 0.0, max_width), s, stage)
+
+    def ranking(self, width: torch.Tensor, score: torch.Tensor,
+                   min_score: float) -> NDArray[np.intp]:
+        """Indices of the grasps :meth:`postprocess` keeps, by descending score.
+
+        :param width: (P,) widths.
+        :param score: (P,) scores.
+        :param min_score: minimum score.
+        :return: the indices.
+        """
+        w = width.cpu().double().numpy()
+        s = score.cpu().double().numpy()
+        keep = (w <= self.config.gripper.max_width + self.width_tolerance) & (s >= min_score)
+        return np.flatnonzero(keep)[np.argsort(-s[keep], kind="stable")]
 
 
 def retain_freed_memory(megabytes: int = 256) -> bool:
@@ -316,7 +336,7 @@ def benchmark_inference(
 
 def benchmark_reference(
     detector: GraspDetector, points: ArrayLike, repeats: int = 3, warmup: int = 1,
-    fast_per_round: int = 5,
+    fast_per_round: int = 5, max_grasps: int | None = None,
 ) -> dict[str, Any]:
     """:meth:`GraspDetector.detect` against the straightforward pure-PyTorch reference.
 
@@ -331,6 +351,7 @@ def benchmark_reference(
     :param repeats: timed rounds.
     :param warmup: untimed rounds first.
     :param fast_per_round: fast calls per round.
+    :param max_grasps: grasps asked for (both return the same ones).
     :return: ``{"fast": medians, "reference": medians ("preprocess", "total"),
         "speedup_total": ratio, "speedup_preprocess": ratio}``.
     """
@@ -338,11 +359,11 @@ def benchmark_reference(
     ref_runs: list[dict[str, float]] = []
     for i in range(warmup + repeats):
         for _ in range(fast_per_round):
-            detector.detect(points)
+            detector.detect(points, max_grasps=max_grasps)
             if i >= warmup:
                 fast_runs.append(dict(detector.last_timing))
         timing: dict[str, float] = {}
-        reference_detect(detector, points, timing)
+        reference_detect(detector, points, timing, max_grasps=max_grasps)
         if i >= warmup:
             ref_runs.append(timing)
     fast = _median_timing(fast_runs)

@@ -53,7 +53,12 @@ from torch import nn
 import torch.nn.functional as nnf
 
 from gpr_ros.core.grasp import BIN_KEYS, Grasps, grasp_nms, pairwise_grasp_distance
-from gpr_ros.core.kernels import NUMBA_AVAILABLE, crop_kernel
+from gpr_ros.core.kernels import (
+    NUMBA_AVAILABLE,
+    crop_kernel,
+    crop_mt_kernel,
+    mt19937_uniform_kernel,
+)
 from gpr_ros.core.network.config import NetworkConfig
 from gpr_ros.core.network.pointnet2 import (
     Backbone,
@@ -193,6 +198,58 @@ def _to_grasps(center: NDArray[Any], rot: NDArray[Any], width: NDArray[Any],
     return Grasps(center, rot[:, :, 0], rot[:, :, 1], np.maximum(width, 0.0), score)
 
 
+#: Layout of a CPU generator's ``get_state()`` (ATen's ``CPUGeneratorImplState``): its size
+#: and the byte offsets of the MT19937's ``left`` (int32), ``next`` (uint64) and 624 words
+#: (uint64 each).
+_MT_STATE_BYTES = 5056
+_MT_LEFT, _MT_NEXT, _MT_WORDS = 8, 16, 24
+#: Whether :func:`_mt19937_matches_torch` found our draws equal to ``torch.rand``'s (None:
+#: not checked yet in this process).
+_MT_MATCHES_TORCH: bool | None = None
+
+
+class _EngineState:
+    """A CPU generator's MT19937 state as numpy values, written back by :meth:`store`."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+        self.raw = generator.get_state().numpy().copy()
+        self.left = int(self.raw[_MT_LEFT:_MT_LEFT + 4].view(np.int32)[0])
+        self.position = int(self.raw[_MT_NEXT:_MT_NEXT + 8].view(np.uint64)[0])
+        self.words = self.raw[_MT_WORDS:_MT_WORDS + 624 * 8].view(np.uint64).astype(np.uint32)
+
+    def store(self) -> None:
+        raw = self.raw
+        raw[_MT_LEFT:_MT_LEFT + 4] = np.array([self.left], np.int32).view(np.uint8)
+        raw[_MT_NEXT:_MT_NEXT + 8] = np.array([self.position], np.uint64).view(np.uint8)
+        raw[_MT_WORDS:_MT_WORDS + 624 * 8] = self.words.astype(np.uint64).view(np.uint8)
+        self.generator.set_state(torch.from_numpy(raw))
+
+
+def _mt19937_matches_torch() -> bool:
+    """Check once per process that :func:`~gpr_ros.core.kernels.mt19937_uniform_kernel` on
+    the state :class:`_EngineState` reads draws what ``torch.rand`` draws (across state
+    regenerations) and leaves the same state; another PyTorch could differ."""
+    global _MT_MATCHES_TORCH
+    if _MT_MATCHES_TORCH is None:
+        ours, theirs = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+        try:
+            same = ours.get_state().numel() == _MT_STATE_BYTES
+            for n in (5, 1000, 700) if same else ():
+                engine = _EngineState(ours)
+                out = np.empty(n, dtype=np.float32)
+                engine.left, engine.position = mt19937_uniform_kernel(
+                    engine.words, engine.left, engine.position, out)
+                engine.store()
+                same = same and torch.equal(torch.from_numpy(out),
+                                            torch.rand((n,), generator=theirs))
+            same = same and torch.equal(ours.get_state(), theirs.get_state())
+        except (RuntimeError, ValueError):  # another state layout
+            same = False
+        _MT_MATCHES_TORCH = bool(same)
+    return _MT_MATCHES_TORCH
+
+
 def _crop_torch(
     xyz: torch.Tensor, origin: torch.Tensor, rot: torch.Tensor, noise: torch.Tensor,
     bounds: tuple[float, float, float, float], k: int,
@@ -239,6 +296,35 @@ def _crop_numba(
             rot[i].detach().numpy().astype(np.float64),
             noise[i].numpy(), lims, idx[i], count[i],
         )
+    return torch.from_numpy(idx), torch.from_numpy(count)
+
+
+def _crop_numba_mt(
+    xyz: torch.Tensor, origin: torch.Tensor, rot: torch.Tensor, generator: torch.Generator,
+    rows: torch.Tensor, drawn: int, bounds: tuple[float, float, float, float], k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_crop_numba` with the keys ``torch.rand((B, drawn, N), generator=generator)``
+    would give, row ``rows[b, q]`` for proposal q, computed inside the kernel
+    (:func:`~gpr_ros.core.kernels.crop_mt_kernel`); the generator advances as under
+    ``torch.rand``.
+
+    :return: ``(index (B, Q, K), count (B, Q))``.
+    """
+    b, q = origin.shape[:2]
+    idx = np.zeros((b, q, k), dtype=np.int64)
+    count = np.zeros((b, q), dtype=np.int64)
+    lims = np.asarray(bounds, dtype=np.float64)
+    engine = _EngineState(generator)
+    rows_np = rows.cpu().numpy().astype(np.int64)
+    for i in range(b):
+        engine.left, engine.position = crop_mt_kernel(
+            xyz[i].detach().numpy().astype(np.float64),
+            origin[i].detach().numpy().astype(np.float64),
+            rot[i].detach().numpy().astype(np.float64),
+            np.ascontiguousarray(rows_np[i]), int(drawn), engine.words, engine.left,
+            engine.position, lims, idx[i], count[i],
+        )
+    engine.store()
     return torch.from_numpy(idx), torch.from_numpy(count)
 
 
@@ -566,36 +652,64 @@ class GPRNet(nn.Module):
         center: torch.Tensor,
         rot: torch.Tensor,
         generator: torch.Generator | None = None,
+        rows: torch.Tensor | None = None,
+        drawn: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample ``crop_points`` points in each proposal's enlarged closing region.
 
         :meth:`GripperModel.points_in_closing_region` with the y extent of the maximum
         opening (see the module docstring). Every point gets a uniform random key per
         proposal; the ``crop_points`` inside points with the largest keys are taken (a random
-        subset without replacement), repeated in that order when fewer. On CPU a numba kernel
-        visits the (point, proposal) pairs once (:func:`~gpr_ros.core.kernels.crop_kernel`);
-        elsewhere, or without numba, tensor operations make the same selection
-        (:func:`_crop_torch`).
+        subset without replacement), repeated in that order when fewer. The keys are
+        ``torch.rand((B, drawn, N), generator=generator)``, row ``rows[b, p]`` for proposal p
+        (default: ``drawn`` = P, row p), so a subset of proposals can get the crops it would
+        get among all of them. On CPU a numba kernel visits the (point, proposal) pairs once
+        (:func:`~gpr_ros.core.kernels.crop_kernel`) and, given a generator, computes those
+        keys itself from the generator's state, the same numbers ``torch.rand`` draws, rows
+        not asked for skipped (:func:`~gpr_ros.core.kernels.crop_mt_kernel`; 3 ms less per
+        100 proposals on the 2-core CPU); elsewhere, or without numba, tensor operations make
+        the same selection (:func:`_crop_torch`).
 
         :param xyz: (B, N, 3) points.
         :param center: (B, P, 3) proposal centres.
         :param rot: (B, P, 3, 3) proposal rotations.
-        :param generator: RNG of the random choice among the points of a region.
+        :param generator: RNG of the random choice among the points of a region (None:
+            PyTorch's default generator).
+        :param rows: (B, P) ascending rows of the keys, in [0, drawn).
+        :param drawn: rows of keys drawn per scene (default P).
         :return: ``(index (B, P, K) into N, canonical (B, P, K, 3) in m, count (B, P))``;
             a region with fewer than K points repeats them; an empty one gives count 0.
+        :raises ValueError: on rows of the wrong shape, out of range or not ascending.
         """
         g = self.config.gripper
         e = self.config.enlarge + 1e-9
         k = self.config.crop_points
         b, p = center.shape[:2]
         n = xyz.shape[1]
+        drawn = p if drawn is None else int(drawn)
+        if rows is None:
+            if drawn != p:
+                raise ValueError(f"drawn ({drawn}) differs from the proposals ({p}): give rows")
+            rows = torch.arange(p).expand(b, p)
+        rows = rows.cpu()
+        if (rows.shape != (b, p) or (p and (int(rows.min()) < 0 or int(rows.max()) >= drawn))
+                or bool((rows[:, 1:] <= rows[:, :-1]).any())):
+            raise ValueError(f"rows must be ({b}, {p}) ascending indices below {drawn}, got "
+                             f"shape {tuple(rows.shape)}")
         origin = center - g.finger_depth * rot[..., 0]
-        noise = torch.rand((b, p, n), generator=generator, device="cpu")
         bounds = (-e, g.finger_depth + e, 0.5 * g.max_width + e, 0.5 * g.finger_height + e)
-        if NUMBA_AVAILABLE and xyz.device.type == "cpu":
-            idx, count = _crop_numba(xyz, origin, rot, noise, bounds, k)
+        cpu = NUMBA_AVAILABLE and xyz.device.type == "cpu"
+        if cpu and generator is not None and generator.device.type == "cpu" \
+                and _mt19937_matches_torch():
+            idx, count = _crop_numba_mt(xyz, origin, rot, generator, rows, drawn, bounds, k)
         else:
-            idx, count = _crop_torch(xyz, origin, rot, noise.to(xyz.device), bounds, k)
+            noise = torch.rand((b, drawn, n), generator=generator, device="cpu")
+            if drawn != p or b > 0 and not bool((rows == torch.arange(p)).all()):
+                noise = torch.gather(noise, 1, rows.unsqueeze(-1).expand(-1, -1, n))
+            if cpu:
+                idx, count = _crop_numba(xyz, origin, rot, noise, bounds, k)
+            else:
+                idx, count = _crop_torch(xyz, origin, rot, noise.to(xyz.device), bounds, k)
         picked = gather_points(xyz, idx)  # (B, P, K, 3)
         local = torch.einsum("bpki,bpij->bpkj", picked - origin.unsqueeze(2), rot)
         return idx, local, count
@@ -608,6 +722,8 @@ class GPRNet(nn.Module):
         center: torch.Tensor,
         rot: torch.Tensor,
         generator: torch.Generator | None = None,
+        rows: torch.Tensor | None = None,
+        drawn: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """Stage-2 refinement of P proposals per scene.
 
@@ -617,11 +733,13 @@ class GPRNet(nn.Module):
         :param center: (B, P, 3) proposal centres (detached).
         :param rot: (B, P, 3, 3) proposal rotations (detached).
         :param generator: RNG of the crop sampling.
+        :param rows: which rows of the crop's random keys (:meth:`crop`).
+        :param drawn: rows of random keys drawn (:meth:`crop`).
         :return: ``{"conf" (B, P), "d_center" (B, P, 3), "d_rot" (B, P, 3), "d_width" (B, P),
             "crop_count" (B, P)}``.
         """
         b, p = center.shape[:2]
-        idx, local, count = self.crop(xyz, center, rot, generator)
+        idx, local, count = self.crop(xyz, center, rot, generator, rows, drawn)
         k = idx.shape[-1]
         # The encoder's input per cropped point is [canonical xyz / max_width, stage-1
         # features, stage-1 score]; its first layer is applied to the last two per cloud
@@ -680,12 +798,8 @@ class GPRNet(nn.Module):
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
         """Stage 2 at inference: refine the proposals, then refine the refined poses again.
 
-        The first pass is the paper's (:meth:`refine`, :meth:`apply_refinement`). Each of the
-        ``pose_passes - 1`` further passes crops around the pose the previous one gave and
-        applies only its centre and rotation residuals: the width and the confidence stay
-        those of the first pass, which they were trained for (a second width step
-        over-corrects, and the confidence of a refined pose is off its training
-        distribution; docs/network.md).
+        The first pass is the paper's (:meth:`refine`, :meth:`apply_refinement`); the
+        ``pose_passes - 1`` further ones are :meth:`further_pose_passes`.
 
         :param features: (B, N, C) backbone features.
         :param seg_logits: (B, N) stage-1 logits.
@@ -699,10 +813,59 @@ class GPRNet(nn.Module):
         """
         s2 = self.refine(features, seg_logits, xyz, center, rot, generator)
         c, r, w = self.apply_refinement(center, rot, width, s2)
-        for _ in range(int(pose_passes) - 1):
-            again = self.refine(features, seg_logits, xyz, c, r, generator)
-            c, r, _ = self.apply_refinement(c, r, w, again)
+        c, r = self.further_pose_passes(features, seg_logits, xyz, c, r, w, generator,
+                                        int(pose_passes) - 1)
         return s2, c, r, w
+
+    def further_pose_passes(
+        self,
+        features: torch.Tensor,
+        seg_logits: torch.Tensor,
+        xyz: torch.Tensor,
+        center: torch.Tensor,
+        rot: torch.Tensor,
+        width: torch.Tensor,
+        generator: torch.Generator | None = None,
+        passes: int = 1,
+        keep: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Refine refined poses again: each pass crops around the pose the previous one gave
+        and applies only its centre and rotation residuals. The width and the confidence stay
+        those of the first pass, which they were trained for (a second width step
+        over-corrects, and the confidence of a refined pose is off its training
+        distribution; docs/network.md).
+
+        :param features: (B, N, C) backbone features.
+        :param seg_logits: (B, N) stage-1 logits.
+        :param xyz: (B, N, 3) points.
+        :param center: (B, P, 3) refined centres.
+        :param rot: (B, P, 3, 3) refined rotations.
+        :param width: (B, P) refined widths (the canonical frame's reference, unchanged).
+        :param generator: RNG of the crop sampling.
+        :param passes: further passes, >= 0.
+        :param keep: (B, Q) ascending indices of the grasps refined again (default: all).
+            Since the width and the score come from the first pass, a caller that returns
+            only some grasps knows them before these passes (:meth:`GraspDetector.detect`
+            refines only those). The crop's random keys are those of all P grasps
+            (:meth:`crop`'s ``rows``), so a kept one gets the same crop as without ``keep``;
+            the others keep their pose.
+        :return: ``(center, rotation)``, all P.
+        """
+        if passes <= 0 or (keep is not None and keep.shape[1] == 0):
+            return center, rot
+        b, p = center.shape[:2]
+        if keep is None:
+            keep = torch.arange(p, device=center.device).expand(b, p)
+        c = gather_points(center, keep)
+        r = gather_points(rot.flatten(2), keep).unflatten(-1, (3, 3))
+        w = torch.gather(width, 1, keep)
+        for _ in range(int(passes)):
+            again = self.refine(features, seg_logits, xyz, c, r, generator, keep, p)
+            c, r, _ = self.apply_refinement(c, r, w, again)
+        center = center.scatter(1, keep.unsqueeze(-1).expand(-1, -1, 3), c)
+        rot = rot.flatten(2).scatter(1, keep.unsqueeze(-1).expand(-1, -1, 9),
+                                     r.flatten(2)).unflatten(-1, (3, 3))
+        return center, rot
 
     @torch.no_grad()
     def refined_accuracy_label(

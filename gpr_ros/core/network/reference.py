@@ -88,7 +88,8 @@ def reference_backbone(backbone: Backbone, xyz: torch.Tensor,
 
 def _reference_refine(model: GPRNet, features: torch.Tensor, seg_logits: torch.Tensor,
                       xyz: torch.Tensor, center: torch.Tensor, rot: torch.Tensor,
-                      generator: torch.Generator) -> dict[str, torch.Tensor]:
+                      generator: torch.Generator,
+                      noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """:meth:`GPRNet.refine` with the dense crop and channels-first modules."""
     cfg = model.config
     g = cfg.gripper
@@ -96,7 +97,8 @@ def _reference_refine(model: GPRNet, features: torch.Tensor, seg_logits: torch.T
     b, p = center.shape[:2]
     k = cfg.crop_points
     origin = center - g.finger_depth * rot[..., 0]
-    noise = torch.rand((b, p, xyz.shape[1]), generator=generator, device="cpu")
+    if noise is None:
+        noise = torch.rand((b, p, xyz.shape[1]), generator=generator, device="cpu")
     bounds = (-e, g.finger_depth + e, 0.5 * g.max_width + e, 0.5 * g.finger_height + e)
     idx, count = _crop_torch(xyz, origin, rot, noise.to(xyz.device), bounds, k)
     canon = torch.einsum("bpni,bpik->bpnk", xyz.unsqueeze(1) - origin.unsqueeze(2), rot)
@@ -114,9 +116,10 @@ def _reference_refine(model: GPRNet, features: torch.Tensor, seg_logits: torch.T
 @torch.no_grad()
 def reference_detect(detector: Any, points: ArrayLike,
                      timing: dict[str, float] | None = None,
-                     reference_grouping: bool = True) -> Grasps:
-    """Detect grasps like :meth:`GraspDetector.detect` (stage 2, all defaults), the
-    straightforward way (see the module docstring).
+                     reference_grouping: bool = True,
+                     max_grasps: int | None = None) -> Grasps:
+    """Detect grasps like :meth:`GraspDetector.detect` (stage 2, other arguments at their
+    defaults), the straightforward way (see the module docstring).
 
     :param detector: a :class:`~.inference.GraspDetector` (its model, seed and filters).
     :param points: (N, 3) cloud.
@@ -125,6 +128,8 @@ def reference_detect(detector: Any, points: ArrayLike,
         uses the detector's own grouping (fpsample's FPS visits ties and near-ties in
         another order than the exact Python loop, so only then are the grasps those of
         :meth:`GraspDetector.detect`: the tests compare the network code this way).
+    :param max_grasps: return at most this many; further pose passes refine only those, as
+        :meth:`GraspDetector.detect` does.
     :return: grasps sorted by descending score.
     :raises NetworkError: on a bad cloud.
     """
@@ -157,14 +162,24 @@ def reference_detect(detector: Any, points: ArrayLike,
         generator = torch.Generator().manual_seed(detector.seed)
         s2 = _reference_refine(model, features, seg_logits, xyz, p_center, p_rot, generator)
         p_center, p_rot, p_width = model.apply_refinement(p_center, p_rot, p_width, s2)
-        for _ in range(detector.pose_passes - 1):  # as GPRNet.refine_poses
-            again = _reference_refine(model, features, seg_logits, xyz, p_center, p_rot,
-                                      generator)
-            p_center, p_rot, _ = model.apply_refinement(p_center, p_rot, p_width, again)
         conf = torch.sigmoid(s2["conf"])
+        # as GPRNet.further_pose_passes: the returned grasps are known after the first pass
+        keep = torch.arange(len(kept))
+        if max_grasps is not None:
+            keep = torch.from_numpy(np.sort(detector.ranking(p_width[0], conf[0], 0.0)
+                                            [: int(max_grasps)]))
+        k_center, k_rot = p_center[:, keep], p_rot[:, keep]
+        for _ in range(detector.pose_passes - 1):
+            noise = torch.rand((1, len(kept), xyz.shape[1]), generator=generator)
+            again = _reference_refine(model, features, seg_logits, xyz, k_center, k_rot,
+                                      generator, noise[:, keep])
+            k_center, k_rot, _ = model.apply_refinement(k_center, k_rot, p_width[:, keep], again)
+        p_center[:, keep], p_rot[:, keep] = k_center, k_rot
     else:
         conf = p_width
     grasps = detector.postprocess(p_center[0], p_rot[0], p_width[0], conf[0], 0.0, STAGE_2)
+    if max_grasps is not None:
+        grasps = grasps[: int(max_grasps)]
     if timing is not None:
         timing.update(preprocess=t1 - t0, total=time.perf_counter() - t0)
     return grasps

@@ -22,7 +22,7 @@ from gpr_ros.core.network import model as model_module
 from gpr_ros.core.network.config import NetworkConfig
 from gpr_ros.core.network.errors import NetworkError
 from gpr_ros.core.network.inference import GraspDetector
-from gpr_ros.core.network.model import GPRNet
+from gpr_ros.core.network.model import GPRNet, _crop_torch
 from gpr_ros.core.network.pointnet2 import (
     channels_first_reference,
     channels_last,
@@ -189,6 +189,68 @@ def test_further_pose_passes_move_the_pose_only(batch: dict) -> None:
         got = model.refine_poses(feats, seg, xyz, c, r, w, torch.Generator().manual_seed(0), 1)
     for a, b in zip(expect, got[1:], strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_further_passes_refine_only_the_returned_grasps(batch: dict) -> None:
+    torch.manual_seed(4)
+    cfg = NetworkConfig.tiny(proposal_threshold=0.0)  # random weights: keep every proposal
+    model = GPRNet(cfg)
+    cloud = batch["points"][0].numpy().astype(np.float64)
+    detector = GraspDetector(model, pose_passes=3)
+    every = detector.detect(cloud)
+    assert len(every) > 6
+    for top in (1, 5, len(every)):  # (more than proposals_test would refine more)
+        # the same crops for the grasps returned: bit-identical to refining all of them
+        some = detector.detect(cloud, max_grasps=top)
+        assert len(some) == min(top, len(every))
+        for field in ("center", "rotations", "width", "score"):
+            np.testing.assert_array_equal(getattr(some, field),
+                                          getattr(every, field)[:top])
+    # and the further passes ran on them (their poses differ from one pass)
+    once = GraspDetector(model, pose_passes=1).detect(cloud, max_grasps=5)
+    assert np.abs(once.center - every.center[:5]).max() > 1e-6
+    ref = reference_detect(detector, cloud, reference_grouping=False, max_grasps=5)
+    np.testing.assert_allclose(ref.center, every.center[:5], atol=1e-5)
+    np.testing.assert_allclose(ref.rotations, every.rotations[:5], atol=1e-4)
+    # the crop refuses rows of keys of the wrong shape, out of range or out of order
+    xyz = torch.from_numpy(batch["points"][:1].numpy()).float()
+    center = xyz[:, :4]
+    rot = torch.eye(3).expand(1, 4, 3, 3)
+    for rows, drawn in ((torch.tensor([[0, 1, 2]]), 5), (torch.tensor([[0, 1, 2, 5]]), 5),
+                        (torch.tensor([[0, 2, 1, 3]]), 5), (None, 5)):
+        with pytest.raises(ValueError, match="rows|drawn"):
+            model.crop(xyz, center, rot, torch.Generator(), rows, drawn)
+
+
+def test_crop_keys_computed_in_the_kernel_are_torch_rand(batch: dict) -> None:
+    """The numba crop draws torch.rand's numbers itself (rows skipped), or falls back."""
+    # with numba and this PyTorch the kernel path is the one taken
+    assert model_module._mt19937_matches_torch() == NUMBA_AVAILABLE
+    torch.manual_seed(5)
+    model = GPRNet(NetworkConfig.tiny())
+    xyz = torch.from_numpy(batch["points"][:2].numpy()).float()
+    b, n = xyz.shape[:2]
+    center = xyz[:, 10:17] + 0.003
+    rot = torch.from_numpy(Rotation.random(b * 7, random_state=0).as_matrix()).float()
+    rot = rot.reshape(b, 7, 3, 3)
+    rows = torch.tensor([[0, 3, 4, 9, 10, 11, 15], [1, 2, 5, 6, 7, 8, 14]])
+    for seed in (0, 11):
+        # the keys as the tensor crop takes them: torch.rand over every row, then gathered
+        gen = torch.Generator().manual_seed(seed)
+        noise = torch.rand((b, 16, n), generator=gen)
+        noise = torch.gather(noise, 1, rows.unsqueeze(-1).expand(-1, -1, n))
+        cfg, g = model.config, model.config.gripper
+        e = cfg.enlarge + 1e-9
+        bounds = (-e, g.finger_depth + e, 0.5 * g.max_width + e, 0.5 * g.finger_height + e)
+        origin = center - g.finger_depth * rot[..., 0]
+        want_idx, want_count = _crop_torch(xyz, origin, rot, noise, bounds, cfg.crop_points)
+        mine = torch.Generator().manual_seed(seed)
+        idx, _, count = model.crop(xyz, center, rot, mine, rows, 16)
+        assert int(count.min()) > 0
+        torch.testing.assert_close(count, want_count, rtol=0, atol=0)
+        torch.testing.assert_close(idx, want_idx, rtol=0, atol=0)
+        # and the generator went on as after torch.rand
+        assert torch.equal(mine.get_state(), gen.get_state())
 
 
 @pytest.mark.parametrize("passes", [0, 9, 1.5, True])
