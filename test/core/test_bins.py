@@ -58,7 +58,25 @@ def test_in_range_round_trip_and_residual_range(spec: BinSpec, fraction: float) 
     bins, res = spec.encode(value)
     assert 0 <= int(bins) < spec.count
     assert -0.5 <= float(res) < 0.5
-    assert float(spec.decode(bins, res)) == pytest.approx(value, abs=1e-9 * max(1.0, abs(value)))
+    error = float(spec.decode(bins, res)) - value
+    if spec.periodic:  # a value a rounding error below `end` may come back as `start`
+        error = math.remainder(error, spec.period)
+    assert abs(error) <= 1e-9 * max(1.0, abs(value))
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_a_value_just_below_the_end_stays_in_range(periodic: bool) -> None:
+    # (value - start) / size rounds up to exactly `count` here (hypothesis found it)
+    spec = BinSpec(0.0, 1.505525764226788, 17, periodic)
+    value = 0.9999999999999999 * spec.period
+    assert value < spec.end and value / spec.size == 17.0
+    bins, res = spec.encode(value)
+    assert -0.5 <= float(res) < 0.5
+    decoded = float(spec.decode(bins, res))
+    if periodic:  # the same angle as `start`
+        assert int(bins) == 0 and decoded == spec.start
+    else:
+        assert int(bins) == 16 and decoded == pytest.approx(value, abs=1e-12)
 
 
 @SETTINGS

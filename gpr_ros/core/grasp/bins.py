@@ -135,6 +135,10 @@ class BinSpec:
             t = np.mod(t, self.count)
             # np.mod of a tiny negative number rounds up to exactly `count`.
             t = np.where(t >= self.count, 0.0, t)
+        else:
+            # (v - start) / size can round up to exactly `count` for a value just below `end`
+            # (found by the property test): keep it in the last bin, residual below 0.5.
+            t = np.where((t >= self.count) & (v < self.end), np.nextafter(self.count, 0.0), t)
         bins = np.clip(np.floor(t), 0, self.count - 1).astype(np.int64)
         # (t - bin) is exact in floating point, so in-range residuals stay in [-0.5, 0.5).
         res = (t - bins) - 0.5
