@@ -163,7 +163,9 @@ class GraspDetector:
         refined; the grasps are then ranked by their own score and the best ``max_grasps``
         returned. Refining fewer proposals is faster, but stage 2's ranking then only sees
         the stage-1 favourites (in simulated clutter removal, 20 instead of 100 cost GPR 2-7
-        points of SR; docs/network.md).
+        points of SR; docs/network.md). The further pose passes (``pose_passes``) refine
+        only the grasps returned, which the first pass's width and score already decide;
+        the result is the same as refining all of them (:meth:`GPRNet.further_pose_passes`).
 
         :param points: (N, 3) points in the camera optical frame, m.
         :param max_grasps: return at most this many, best first (default: all).
@@ -256,7 +258,7 @@ class GraspDetector:
         return Grasps(c, r[:, :, 0], r[:, :, 1], np.clip(w, 0.0, max_width), s, stage)
 
     def ranking(self, width: torch.Tensor, score: torch.Tensor,
-                   min_score: float) -> NDArray[np.intp]:
+                min_score: float) -> NDArray[np.intp]:
         """Indices of the grasps :meth:`postprocess` keeps, by descending score.
 
         :param width: (P,) widths.

@@ -27,7 +27,7 @@ CONFIG = ClutterConfig(
 
 
 @pytest.fixture(scope="module")
-def logged_run(tmp_path_factory: pytest.TempPathFactory):
+def logged_run(tmp_path_factory: pytest.TempPathFactory, box_cache):
     root = tmp_path_factory.mktemp("census")
     folder = root / "objects"
     folder.mkdir()
@@ -35,7 +35,7 @@ def logged_run(tmp_path_factory: pytest.TempPathFactory):
         trimesh.creation.box((0.05 + 0.005 * i, 0.025 + 0.002 * i, 0.03)).export(
             folder / f"box_{i}.stl")
     trimesh.creation.box((0.065, 0.065, 0.012)).export(folder / "plate.stl")
-    cache = root / "cache"
+    cache = box_cache
     pool = object_pool(str(folder), cache)
     out = root / "run"
     run_benchmark(out, pool, ["antipodal"], trials=2, seed=1, config=CONFIG,

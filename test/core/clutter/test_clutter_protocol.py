@@ -198,8 +198,8 @@ def box_folder(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_oracle_executes_the_annotated_grasps_of_the_objects_where_they_lie(
-        box_folder, tmp_path) -> None:
-    cache = tmp_path / "cache"
+        box_folder, box_cache) -> None:
+    cache = box_cache
     pool = object_pool(str(box_folder), cache)
     context = PolicyContext(object_set=str(box_folder), cache_dir=cache)
     policy = make_policy("oracle", context)
