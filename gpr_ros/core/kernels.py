@@ -1,5 +1,6 @@
 """Numba kernels of the CPU hot spots: ball query, 3-NN and grasp NMS on a uniform grid, and
-the stage-2 crop.
+the stage-2 crop (with PyTorch's CPU random numbers computed in the kernel: MT19937, the
+numbers ``torch.rand`` draws).
 
 :func:`~gpr_ros.core.network.sampling.ball_query`, :func:`~gpr_ros.core.network.sampling.three_nn`
 and :func:`~gpr_ros.core.grasp.distance.grasp_nms` call these kernels when :mod:`numba` imports

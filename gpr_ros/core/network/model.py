@@ -666,7 +666,7 @@ class GPRNet(nn.Module):
         get among all of them. On CPU a numba kernel visits the (point, proposal) pairs once
         (:func:`~gpr_ros.core.kernels.crop_kernel`) and, given a generator, computes those
         keys itself from the generator's state, the same numbers ``torch.rand`` draws, rows
-        not asked for skipped (:func:`~gpr_ros.core.kernels.crop_mt_kernel`; 3 ms less per
+        not asked for skipped (:func:`~gpr_ros.core.kernels.crop_mt_kernel`; 1.6 ms less per
         100 proposals on the 2-core CPU); elsewhere, or without numba, tensor operations make
         the same selection (:func:`_crop_torch`).
 
