@@ -3,6 +3,10 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# pytest-xdist workers (one file per worker at a time, each on a DDS domain of its own):
+# most of the suite waits on node processes starting, so 2 workers help on 2 cores too.
+# TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: help setup test demo model bench lint typecheck clean
 
@@ -13,12 +17,12 @@ setup:  ## create .venv, install pinned deps, build gpr_msgs, write env.sh (idem
 	@bash scripts/setup.sh
 
 test: setup  ## run the test suite (core, conversions, ROS over DDS on localhost)
-	@ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(PY) -m pytest $(PYTEST_ARGS)
+	@ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: setup  ## run the main job: the simulated clutter removal, every node its own process over DDS
 	@ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VENV)/bin/gpr-ros demo
 
-model: setup  ## reproduce models/gpr_default.pt from scratch (datasets, training stages A-C, evaluation; 2 h 53 min measured on 2 cores)
+model: setup  ## reproduce models/gpr_default.pt from scratch (datasets, training stages A-C, evaluation; 2 h 53 min measured on session 9's 2-core VM, docs: models/MODEL_CARD.md)
 	@bash scripts/train_default.sh
 
 bench: setup  ## print timings (benchmarks, not tests)

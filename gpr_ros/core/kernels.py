@@ -1,6 +1,19 @@
-"""Numba kernels of the CPU hot spots: ball query, 3-NN and grasp NMS on a uniform grid, and
-the stage-2 crop (with PyTorch's CPU random numbers computed in the kernel: MT19937, the
-numbers ``torch.rand`` draws).
+"""Numba kernels of the CPU hot spots: ball query, 3-NN and grasp NMS on a uniform grid, the
+stage-2 crop (with PyTorch's CPU random numbers computed in the kernel: MT19937, the
+numbers ``torch.rand`` draws), and the gripper collision tests of dataset generation (the
+swept gripper against a scene, :func:`swept_collision_kernel`, and against its own object for
+every approach about a closing axis, :func:`approach_collision_kernel`).
+
+The collision kernels answer exactly as the numpy paths they replace (a test compares them,
+with points on the boxes' faces): the same float64 and float32 operations in the same order,
+each point tested on its own instead of through (grasps × points) temporaries, and a grasp
+stops at its first point inside. On a 2-core AVX2 VM they took scene labelling from 6.9 to
+0.2 s per scene and the per-object annotation's approach test from 2–6.5 s to 0.07–0.4 s,
+and datasets generated with them are byte-identical to those made before (90 scenes and 30
+annotations compared). The order of a 3-term dot product is part of "the same operations":
+``np.einsum`` sums ``"cpk,ck->cp"`` as ``(x·x' + z·z') + y·y'`` but ``"kji,kj->ki"`` left to
+right on the machine measured, and the kernels copy each (another CPU's numpy may order them
+otherwise: a last-bit difference that flips a decision only for a point on a box face).
 
 :func:`~gpr_ros.core.network.sampling.ball_query`, :func:`~gpr_ros.core.network.sampling.three_nn`
 and :func:`~gpr_ros.core.grasp.distance.grasp_nms` call these kernels when :mod:`numba` imports
@@ -56,6 +69,7 @@ except ImportError:  # pragma: no cover
     _numba = None  # type: ignore[assignment]
 
 __all__ = [
+    "approach_collision_kernel",
     "NUMBA_AVAILABLE",
     "ball_query_kernel",
     "compile_kernels",
@@ -63,6 +77,7 @@ __all__ = [
     "crop_mt_kernel",
     "grasp_nms_kernel",
     "mt19937_uniform_kernel",
+    "swept_collision_kernel",
     "three_nn_kernel",
 ]
 
@@ -414,6 +429,200 @@ def three_nn_kernel(
     return idx, dist, status
 
 
+# --------------------------------------------------------------------------- swept gripper
+
+
+@_njit
+def swept_collision_kernel(
+    points: NDArray[np.float64],
+    centers: NDArray[np.float64],
+    rotations: NDArray[np.float64],
+    half_open: NDArray[np.float64],
+    dims: NDArray[np.float64],
+) -> tuple[NDArray[np.bool_], bool]:
+    """Whether any point lies inside each grasp's gripper body swept back along its approach.
+
+    The test of each point is :func:`~gpr_ros.core.grasp.gripper.in_swept_body` on the
+    point's grasp-frame coordinates ``local_i = (R[0, i]·d0 + R[1, i]·d1) + R[2, i]·d2``,
+    d = p − c: the same float64 operations in the same order as the numpy path of
+    :func:`~gpr_ros.core.dataset.labels.swept_gripper_collisions` (``np.einsum`` over a KD-tree's
+    candidates), so the answers are the same. Candidates come from the grid cells overlapping
+    the axis-aligned box around the swept body (a superset of the points that can be inside:
+    1e-6 m of margin), and a grasp stops at its first point inside.
+
+    :param points: (P, 3) obstacle points, P >= 1.
+    :param centers: (N, 3) grasp centres.
+    :param rotations: (N, 3, 3) grasp rotations (columns: approach, closing, their cross).
+    :param half_open: (N,) half the finger opening, m.
+    :param dims: ``[finger_depth, palm_depth, finger_thickness, max_width, finger_height,
+        palm_height, sweep]``, m.
+    :return: ``(hit (N,), finite)``; with non-finite input nothing is tested (``finite``
+        false) and the caller decides.
+    """
+    n = centers.shape[0]
+    hit = np.zeros(n, np.bool_)
+    lo, hi, qlo, qhi, finite = _joint_bounds(points, centers)
+    if not finite:
+        return hit, False
+    for i in range(n):
+        if not math.isfinite(half_open[i]):
+            finite = False
+        for a in range(3):
+            for b in range(3):
+                if not math.isfinite(rotations[i, a, b]):
+                    finite = False
+    if not finite:
+        return hit, False
+    fd, pd, t, max_width, fh, ph, sweep = (
+        dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6])
+    finger_x_min = -fd - sweep
+    palm_x_min = -fd - pd - sweep
+    finger_z = 0.5 * fh
+    palm_z = 0.5 * ph
+    # the swept body's bounding box in the grasp frame
+    box_hx = 0.5 * (fd + pd + sweep)
+    box_cx = -box_hx
+    box_hy = 0.5 * max_width + t
+    box_hz = 0.5 * max(fh, ph)
+    cell, nx, ny, nz = _grid_shape(lo, hi, 0.01, 8 * points.shape[0] + 64)
+    start, order, spts = _grid_sort(points, lo, cell, nx, ny, nz)
+    for g in range(n):
+        half = half_open[g]
+        finger_y_max = half + t
+        palm_y = max(half, 0.5 * max_width) + t
+        r = rotations[g]
+        ranges = np.empty((3, 2), np.int64)
+        empty = False
+        for a in range(3):
+            q = centers[g, a] + r[a, 0] * box_cx
+            h = abs(r[a, 0]) * box_hx + abs(r[a, 1]) * box_hy + abs(r[a, 2]) * box_hz + 1e-6
+            dim = nx if a == 0 else (ny if a == 1 else nz)
+            first, last = _cell_range(q, h, lo[a], cell, dim)
+            if last < first:
+                empty = True
+            ranges[a, 0] = first
+            ranges[a, 1] = last
+        if empty:
+            continue
+        cx, cy, cz = centers[g, 0], centers[g, 1], centers[g, 2]
+        found = False
+        for ix in range(ranges[0, 0], ranges[0, 1] + 1):
+            for iy in range(ranges[1, 0], ranges[1, 1] + 1):
+                base = (ix * ny + iy) * nz
+                for k in range(start[base + ranges[2, 0]], start[base + ranges[2, 1] + 1]):
+                    d0 = spts[k, 0] - cx
+                    d1 = spts[k, 1] - cy
+                    d2 = spts[k, 2] - cz
+                    x = (r[0, 0] * d0 + r[1, 0] * d1) + r[2, 0] * d2
+                    if not (x < 0.0 and x > palm_x_min):
+                        continue
+                    abs_y = abs((r[0, 1] * d0 + r[1, 1] * d1) + r[2, 1] * d2)
+                    abs_z = abs((r[0, 2] * d0 + r[1, 2] * d1) + r[2, 2] * d2)
+                    fingers = (abs_y > half and abs_y < finger_y_max and x > finger_x_min
+                               and abs_z < finger_z)
+                    palm = abs_y < palm_y and x < -fd and abs_z < palm_z
+                    if fingers or palm:
+                        found = True
+                        break
+                if found:
+                    break
+            if found:
+                break
+        hit[g] = found
+    return hit, True
+
+
+@_njit
+def approach_collision_kernel(
+    points: NDArray[np.float64],
+    centers: NDArray[np.float64],
+    closing: NDArray[np.float64],
+    u: NDArray[np.float64],
+    v: NDArray[np.float64],
+    half_open: NDArray[np.float64],
+    y_max: NDArray[np.float64],
+    radius_sq: float,
+    cos_phase: NDArray[np.float32],
+    sin_phase: NDArray[np.float32],
+    consts: NDArray[np.float32],
+) -> NDArray[np.bool_]:
+    """Collisions of C grasp candidates × A approaches about their closing axes (annotation).
+
+    The numba form of the numpy path of
+    :func:`~gpr_ros.core.dataset.annotation._approach_collisions`, with its operations: the
+    float64 dot products of p − c with r, u and v summed as ``(x·x' + z·z') + y·y'`` (the
+    order ``np.einsum("cpk,ck->cp")`` uses on the development machines), the near-point test
+    in float64, then the per-approach tests in float32 with the float32 constants numpy
+    compares with (NEP 50). Each point is tested against every approach not yet found in
+    collision, without (c, P) temporaries.
+
+    :param points: (P, 3) obstacle points in the object frame.
+    :param centers: (C, 3) candidate centres.
+    :param closing: (C, 3) closing axes r; ``u``, ``v``: (C, 3) their tangent bases.
+    :param half_open: (C,) half the finger opening.
+    :param y_max: (C,) the near test's bound on |y|.
+    :param radius_sq: the near test's bound on a² + b².
+    :param cos_phase: (C, A) float32 cos φ; ``sin_phase`` the same for sin φ.
+    :param consts: float32 ``[t, max_width / 2, −fd − sweep, −fd, −fd − pd − sweep,
+        finger_height / 2, palm_height / 2]``.
+    :return: (C, A) true where the swept gripper holds a point.
+    """
+    n_cand = centers.shape[0]
+    n_app = cos_phase.shape[1]
+    collides = np.zeros((n_cand, n_app), np.bool_)
+    t = consts[0]
+    half_mw = consts[1]
+    finger_x_min = consts[2]
+    palm_x_max = consts[3]
+    palm_x_min = consts[4]
+    finger_z = consts[5]
+    palm_z = consts[6]
+    zero = np.float32(0.0)
+    for c in range(n_cand):
+        cx, cy, cz = centers[c, 0], centers[c, 1], centers[c, 2]
+        r0, r1, r2 = closing[c, 0], closing[c, 1], closing[c, 2]
+        u0, u1, u2 = u[c, 0], u[c, 1], u[c, 2]
+        v0, v1, v2 = v[c, 0], v[c, 1], v[c, 2]
+        ym = y_max[c]
+        half_k = np.float32(half_open[c])
+        finger_y = half_k + t
+        palm_y = max(half_k, half_mw) + t
+        left = n_app
+        for p in range(points.shape[0]):
+            dx = points[p, 0] - cx
+            dy = points[p, 1] - cy
+            dz = points[p, 2] - cz
+            y = (dx * r0 + dz * r2) + dy * r1
+            if not abs(y) < ym:
+                continue
+            a = (dx * u0 + dz * u2) + dy * u1
+            b = (dx * v0 + dz * v2) + dy * v1
+            if not a * a + b * b < radius_sq:
+                continue
+            a_k = np.float32(a)
+            b_k = np.float32(b)
+            abs_y = np.float32(abs(y))
+            finger_band = abs_y > half_k and abs_y < finger_y
+            palm_band = abs_y < palm_y
+            if not (finger_band or palm_band):
+                continue
+            for j in range(n_app):
+                if collides[c, j]:
+                    continue
+                cos_p = cos_phase[c, j]
+                sin_p = sin_phase[c, j]
+                x = a_k * cos_p + b_k * sin_p
+                abs_z = abs(b_k * cos_p - a_k * sin_p)
+                if ((finger_band and x < zero and x > finger_x_min and abs_z < finger_z)
+                        or (palm_band and x < palm_x_max and x > palm_x_min
+                            and abs_z < palm_z)):
+                    collides[c, j] = True
+                    left -= 1
+            if left == 0:
+                break
+    return collides
+
+
 # --------------------------------------------------------------------------- grasp NMS
 
 
@@ -759,4 +968,11 @@ def compile_kernels() -> float:
                    np.arange(_MT_N, dtype=np.uint32), 1, 0,
                    np.array([-0.001, 0.031, 0.026, 0.01]), np.zeros((1, 4), np.int64),
                    np.zeros(1, np.int64))
+    swept_collision_kernel(pts, pts[:2], np.tile(np.eye(3), (2, 1, 1)), np.full(2, 0.01),
+                           np.array([0.03, 0.03, 0.008, 0.05, 0.018, 0.04, 0.05]))
+    one = np.ones((1, 1), np.float32)
+    approach_collision_kernel(pts, pts[:1], np.array([[0.0, 1.0, 0.0]]),
+                              np.array([[1.0, 0.0, 0.0]]), np.array([[0.0, 0.0, 1.0]]),
+                              np.full(1, 0.01), np.full(1, 0.04), 0.01, one, one,
+                              np.zeros(7, np.float32))
     return time.perf_counter() - start

@@ -95,6 +95,9 @@ def _call(node: Node, client, request: DetectGrasps.Request,  # type: ignore[no-
 @pytest.fixture(scope='module')
 def client(ros_node: Node, node_process: subprocess.Popen[bytes]):  # type: ignore[no-untyped-def]
     cli = ros_node.create_client(DetectGrasps, DETECT)
+    # the node's start-up (torch, the model) is not part of any test's timing
+    wait_for_server(ros_node, lambda: cli.service_is_ready() or node_process.poll() is not None,
+                    timeout=30)
     yield lambda request: _call(ros_node, cli, request, node_process)
     ros_node.destroy_client(cli)
 

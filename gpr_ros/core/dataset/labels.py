@@ -25,6 +25,7 @@ from scipy.spatial import cKDTree
 from gpr_ros.core.errors import ConfigError
 from gpr_ros.core.grasp import Grasps
 from gpr_ros.core.grasp.gripper import GripperModel, in_swept_body
+from gpr_ros.core.kernels import NUMBA_AVAILABLE, swept_collision_kernel
 
 #: Point classes (Fig. 3 of the paper): what a point of the observed cloud is labelled as.
 POINT_BACKGROUND = 0          # not near any sampled contact (bin, unlabelled object surface)
@@ -118,8 +119,8 @@ class SceneLabels:
 
 def swept_gripper_collisions(obstacles: NDArray[np.float64], grasps: Grasps,
                              gripper: GripperModel, width: NDArray[np.float64],
-                             pregrasp_distance: float, chunk_elements: int = 4_000_000
-                             ) -> NDArray[np.bool_]:
+                             pregrasp_distance: float, chunk_elements: int = 4_000_000,
+                             use_kernel: bool = True) -> NDArray[np.bool_]:
     """Which grasps hit an obstacle point with the gripper at the grasp or on its way there.
 
     The gripper moves to the grasp along its approach axis (+X of the grasp frame), so the
@@ -134,6 +135,10 @@ def swept_gripper_collisions(obstacles: NDArray[np.float64], grasps: Grasps,
     :param width: (N,) finger placement widths (m).
     :param pregrasp_distance: approach path length (m).
     :param chunk_elements: grasp x point pairs processed at once (bounds memory).
+    :param use_kernel: use the numba kernel when numba imports
+        (:func:`~gpr_ros.core.kernels.swept_collision_kernel`: the same answers, about 2 ms
+        instead of 0.4-1.3 s per object of a scene on a 2-core VM); false forces the numpy
+        path.
     :return: (N,) True where a point lies inside the swept gripper.
     """
     n = len(grasps)
@@ -141,6 +146,17 @@ def swept_gripper_collisions(obstacles: NDArray[np.float64], grasps: Grasps,
     if n == 0 or len(obstacles) == 0:
         return hit
     pts = np.asarray(obstacles, dtype=np.float64)
+    if NUMBA_AVAILABLE and use_kernel:
+        dims = np.array([gripper.finger_depth, gripper.palm_depth, gripper.finger_thickness,
+                         gripper.max_width, gripper.finger_height, gripper.palm_height,
+                         pregrasp_distance], dtype=np.float64)
+        hit, finite = swept_collision_kernel(
+            np.ascontiguousarray(pts), np.ascontiguousarray(grasps.center, dtype=np.float64),
+            np.ascontiguousarray(grasps.rotations, dtype=np.float64),
+            np.ascontiguousarray(0.5 * np.asarray(width, dtype=np.float64)), dims)
+        if finite:
+            return hit
+        hit = np.zeros(n, dtype=bool)  # non-finite input: the numpy path below decides
     tree = cKDTree(pts)
     reach = math.hypot(gripper.palm_depth + gripper.finger_depth + pregrasp_distance,
                        0.5 * gripper.max_width + gripper.finger_thickness,

@@ -62,7 +62,6 @@ from gpr_msgs.msg import GraspArray
 from gpr_msgs.srv import DetectGrasps
 from gpr_ros.core.errors import ConfigError
 from gpr_ros.core.network.config import DEFAULT_MIN_SCORE, DEFAULT_POSE_PASSES, MAX_POSE_PASSES
-from gpr_ros.core.network.inference import retain_freed_memory
 from gpr_ros.ros.detection import (
     MAX_GRASPS_LIMIT,
     DetectionConfig,
@@ -354,6 +353,8 @@ class GprInferenceNode(Node):
                 f'min_score {cfg.detection.min_score:g} is below {suggested:g}, the threshold '
                 'that suits this model\'s confidence (trained with the paper\'s proposal '
                 'target): its weaker grasps rarely hold')
+        # imported here (it imports torch, 2-3 s): invalid parameters exit before that
+        from gpr_ros.core.network.inference import retain_freed_memory
         retain_freed_memory(cfg.malloc_retain_mb)
         self._latest: PointCloud2 | None = None
         self._latest_lock = threading.Lock()

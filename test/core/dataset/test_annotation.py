@@ -197,6 +197,38 @@ def test_fast_approach_test_agrees_with_gripper_collision():
     assert expected.any() and not expected.all()
 
 
+
+@pytest.mark.parametrize("quantised", [False, True])
+def test_approach_collision_kernel_answers_as_the_numpy_path(quantised):
+    """The numba kernel and the numpy path of ``_approach_collisions`` agree exactly, also with
+    points on the box faces (axis-aligned closing axes, a 1 cm grid, quarter-turn phases)."""
+    from gpr_ros.core.kernels import NUMBA_AVAILABLE
+
+    if not NUMBA_AVAILABLE:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(8)
+    n, a = 300, 12
+    if quantised:
+        points = np.round(rng.uniform(-0.08, 0.08, (12, 3)), 2)
+        centers = np.round(rng.uniform(-0.02, 0.02, (n, 3)), 2)
+        closing = np.eye(3)[rng.integers(0, 3, n)] * rng.choice([-1.0, 1.0], (n, 1))
+        phases = 0.5 * np.pi * rng.integers(0, 4, (n, 1)) + 2 * np.pi * np.arange(a) / a
+        half_open = np.round(rng.uniform(0.002, 0.025, n), 3)
+    else:
+        points = rng.uniform(-0.08, 0.08, (12, 3))
+        centers = rng.uniform(-0.02, 0.02, (n, 3))
+        closing = rng.normal(size=(n, 3))
+        closing /= np.linalg.norm(closing, axis=1)[:, None]
+        phases = rng.uniform(0, 2 * np.pi, (n, 1)) + 2 * np.pi * np.arange(a) / a
+        half_open = rng.uniform(0.002, 0.025, n)
+    fast, fast_app = _approach_collisions(points, centers, closing, phases, half_open,
+                                          GRIPPER, 0.05)
+    slow, slow_app = _approach_collisions(points, centers, closing, phases, half_open,
+                                          GRIPPER, 0.05, use_kernel=False)
+    np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_array_equal(fast_app, slow_app)
+    assert 0.05 < fast.mean() < 0.95
+
 def test_same_seed_same_annotation(box):
     cfg = dataclasses.replace(FAST, num_points=256)
     a = annotate_object(box, GRIPPER, cfg, np.random.default_rng(11))

@@ -135,3 +135,33 @@ def test_label_config_validation() -> None:
         LabelConfig(radius=0.0)
     with pytest.raises(ConfigError, match='max_approach_angle'):
         LabelConfig(max_approach_angle=200)
+
+
+@pytest.mark.parametrize('quantised', [False, True])
+def test_swept_collision_kernel_answers_as_the_numpy_path(quantised: bool) -> None:
+    """The numba kernel (grid, first hit ends a grasp) and the KD-tree + einsum path agree,
+    also with points on the faces of the swept boxes (axis-aligned grasps on a 1 cm grid)."""
+    from gpr_ros.core.kernels import NUMBA_AVAILABLE
+    if not NUMBA_AVAILABLE:
+        pytest.skip('numba is not installed')
+    rng = np.random.default_rng(7)
+    gripper = GripperModel()
+    n = 400
+    if quantised:
+        points = np.round(rng.uniform(-0.12, 0.12, (40, 3)), 2)
+        centers = np.round(rng.uniform(-0.06, 0.06, (n, 3)), 2)
+        axes = np.eye(3)[rng.permutation(3)] * rng.choice([-1.0, 1.0], 3)[:, None]
+        approach = np.tile(axes[0], (n, 1))
+        closing = np.tile(axes[1], (n, 1))
+        width = np.round(rng.uniform(0.0, 0.05, n), 3)
+    else:
+        points = rng.uniform(-0.12, 0.12, (40, 3))
+        centers = rng.uniform(-0.06, 0.06, (n, 3))
+        approach = rng.normal(size=(n, 3))
+        closing = rng.normal(size=(n, 3))
+        width = rng.uniform(0.0, 0.05, n)
+    grasps = Grasps(center=centers, approach=approach, closing=closing, width=width)
+    fast = swept_gripper_collisions(points, grasps, gripper, width, 0.05)
+    slow = swept_gripper_collisions(points, grasps, gripper, width, 0.05, use_kernel=False)
+    np.testing.assert_array_equal(fast, slow)
+    assert 0.05 < fast.mean() < 0.95
