@@ -189,3 +189,14 @@ def test_detect_returns_ranked_grasps_within_gripper(tmp_path: Path) -> None:
     assert len(small) <= 5
     bench = benchmark_inference(detector, cloud, repeats=2, warmup=1)
     assert bench["total"] > 0
+
+
+def test_train_cli_refuses_a_negative_malloc_retain(dataset: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from gpr_ros.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(dataset), "--out", str(out),
+                 "--malloc-retain-mb", "-1"]) == 2
+    assert "--malloc-retain-mb must be >= 0" in capsys.readouterr().err
+    assert not out.exists()
