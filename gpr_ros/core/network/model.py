@@ -406,14 +406,12 @@ class GPRNet(nn.Module):
         :param reg: (B, R, N).
         :return: ``{key: (logits (B, N, K), residuals (B, N, K))}``.
         """
-        out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        start = 0
-        per_point = reg.transpose(1, 2)
-        for key, count in zip(BIN_KEYS, self.counts, strict=True):
-            out[key] = (per_point[..., start : start + count],
-                        per_point[..., start + count : start + 2 * count])
-            start += 2 * count
-        return out
+        # One split, not 14 slices: a slice's backward zero-fills a gradient of the whole
+        # (B, N, R) output and the 14 are then summed; the split's backward concatenates
+        # (the same gradient values, ~14 fewer full-size fills per training step).
+        sizes = [c for count in self.counts for c in (count, count)]
+        parts = torch.split(reg.transpose(1, 2), sizes, dim=-1)
+        return {key: (parts[2 * k], parts[2 * k + 1]) for k, key in enumerate(BIN_KEYS)}
 
     def decode_bins(self, reg: torch.Tensor) -> dict[str, torch.Tensor]:
         """Decode every key as argmax bin + its residual (as :meth:`BinSpec.decode`).
