@@ -69,12 +69,12 @@ def _train(args: argparse.Namespace) -> int:
     from gpr_ros.core.network.train import train
 
     torch.set_num_threads(max(1, args.threads))
-    if args.malloc_retain_mb < 0:
-        print(f'gpr-ros train: --malloc-retain-mb must be >= 0, got {args.malloc_retain_mb}',
-              file=sys.stderr)
-        return 2
     from gpr_ros.core.network.inference import retain_freed_memory
-    retain_freed_memory(args.malloc_retain_mb)  # same results, fewer page faults
+    try:
+        retain_freed_memory(args.malloc_retain_mb)  # same results, fewer page faults
+    except ValueError as err:
+        print(f'gpr-ros train: --malloc-retain-mb: {err}', file=sys.stderr)
+        return 2
     preset = NetworkConfig.cpu if args.preset == 'cpu' else NetworkConfig.paper
     overrides: dict[str, object] = {'confidence_target': args.confidence_target}
     if args.proposals_train is not None:

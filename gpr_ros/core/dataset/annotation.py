@@ -469,28 +469,27 @@ def _approach_collisions(
     """
     n_cand, n_app = phases.shape
     u, v = tangent_basis(closing) if n_cand else (np.zeros((0, 3)), np.zeros((0, 3)))
-    approaches = (
-        np.cos(phases)[:, :, None] * u[:, None, :] + np.sin(phases)[:, :, None] * v[:, None, :]
-    )
+    cos_ph, sin_ph = np.cos(phases), np.sin(phases)
+    approaches = cos_ph[:, :, None] * u[:, None, :] + sin_ph[:, :, None] * v[:, None, :]
     collides = np.zeros((n_cand, n_app), dtype=bool)
     fd, pd, t = gripper.finger_depth, gripper.palm_depth, gripper.finger_thickness
     reach = fd + pd + sweep
     half_z = 0.5 * max(gripper.finger_height, gripper.palm_height)
     radius_sq = reach * reach + half_z * half_z
+    y_max = np.maximum(half_open, 0.5 * gripper.max_width) + gripper.finger_thickness
     if NUMBA_AVAILABLE and use_kernel and n_cand and len(points):
         t32 = np.float32
         consts = np.array([t32(t), t32(0.5 * gripper.max_width), t32(-fd - sweep), t32(-fd),
                            t32(-fd - pd - sweep), t32(0.5 * gripper.finger_height),
                            t32(0.5 * gripper.palm_height)], dtype=np.float32)
-        y_lim = np.maximum(half_open, 0.5 * gripper.max_width) + gripper.finger_thickness
         collides = approach_collision_kernel(
             np.ascontiguousarray(points, dtype=np.float64),
             np.ascontiguousarray(centers, dtype=np.float64),
             np.ascontiguousarray(closing, dtype=np.float64), np.ascontiguousarray(u),
             np.ascontiguousarray(v), np.ascontiguousarray(half_open, dtype=np.float64),
-            np.ascontiguousarray(y_lim), float(radius_sq),
-            np.ascontiguousarray(np.cos(phases).astype(np.float32)),
-            np.ascontiguousarray(np.sin(phases).astype(np.float32)), consts)
+            np.ascontiguousarray(y_max), float(radius_sq),
+            np.ascontiguousarray(cos_ph, dtype=np.float32),
+            np.ascontiguousarray(sin_ph, dtype=np.float32), consts)
         return collides, approaches
     step = max(1, _COLLISION_CHUNK // max(len(points), 1))
     for start in range(0, n_cand, step):
@@ -499,8 +498,7 @@ def _approach_collisions(
         y = np.einsum("cpk,ck->cp", rel, closing[sl])
         a = np.einsum("cpk,ck->cp", rel, u[sl])
         b = np.einsum("cpk,ck->cp", rel, v[sl])
-        y_max = np.maximum(half_open[sl], 0.5 * gripper.max_width) + gripper.finger_thickness
-        near = (np.abs(y) < y_max[:, None]) & (a * a + b * b < radius_sq)
+        near = (np.abs(y) < y_max[sl, None]) & (a * a + b * b < radius_sq)
         ci, pi = np.nonzero(near)
         if ci.size == 0:
             continue
@@ -512,8 +510,8 @@ def _approach_collisions(
         half_k = half_open[sl][ci].astype(np.float32)
         finger_band = (abs_y > half_k) & (abs_y < half_k + np.float32(t))
         palm_band = abs_y < np.maximum(half_k, np.float32(0.5 * gripper.max_width)) + t
-        cos_c = np.cos(phases[sl]).astype(np.float32)
-        sin_c = np.sin(phases[sl]).astype(np.float32)
+        cos_c = cos_ph[sl].astype(np.float32)
+        sin_c = sin_ph[sl].astype(np.float32)
         n_sub = sl.stop - sl.start
         for j in range(n_app):
             cos_p, sin_p = cos_c[ci, j], sin_c[ci, j]

@@ -198,5 +198,5 @@ def test_train_cli_refuses_a_negative_malloc_retain(dataset: Path, tmp_path: Pat
     out = tmp_path / "run"
     assert main(["train", "--data", str(dataset), "--out", str(out),
                  "--malloc-retain-mb", "-1"]) == 2
-    assert "--malloc-retain-mb must be >= 0" in capsys.readouterr().err
+    assert "--malloc-retain-mb: megabytes must be >= 0" in capsys.readouterr().err
     assert not out.exists()
