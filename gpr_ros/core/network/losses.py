@@ -82,12 +82,13 @@ def compute_losses(
     weight = reg_mask.to(reg.dtype)
     cls_total = reg.new_zeros(())
     res_total = reg.new_zeros(())
-    start = 0
-    for j, key in enumerate(BIN_KEYS):
-        count = config.bins.spec(key).count
-        logits = reg[..., start : start + count]
-        res = reg[..., start + count : start + 2 * count]
-        start += 2 * count
+    counts = [config.bins.spec(key).count for key in BIN_KEYS]
+    # One split into the 14 (logits, residuals) blocks, not 14 slices: each slice's backward
+    # zero-fills a gradient of the whole (B, N, R) output and the 14 are summed, the split's
+    # backward concatenates the blocks (the same gradient, bit for bit: x + 0 == x).
+    parts = torch.split(reg, [c for count in counts for c in (count, count)], dim=-1)
+    for j, count in enumerate(counts):
+        logits, res = parts[2 * j], parts[2 * j + 1]
         target_bin = batch["bin_target"][..., j]
         ce = nnf.cross_entropy(logits.reshape(-1, count), target_bin.reshape(-1), reduction="none")
         cls_total = cls_total + (ce * weight.reshape(-1)).sum()

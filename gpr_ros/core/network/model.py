@@ -406,9 +406,8 @@ class GPRNet(nn.Module):
         :param reg: (B, R, N).
         :return: ``{key: (logits (B, N, K), residuals (B, N, K))}``.
         """
-        # One split, not 14 slices: a slice's backward zero-fills a gradient of the whole
-        # (B, N, R) output and the 14 are then summed; the split's backward concatenates
-        # (the same gradient values, ~14 fewer full-size fills per training step).
+        # Only decoding uses this, without gradients (the losses split the output themselves,
+        # :func:`~.losses.compute_losses`).
         sizes = [c for count in self.counts for c in (count, count)]
         parts = torch.split(reg.transpose(1, 2), sizes, dim=-1)
         return {key: (parts[2 * k], parts[2 * k + 1]) for k, key in enumerate(BIN_KEYS)}

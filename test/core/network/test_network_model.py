@@ -133,6 +133,47 @@ def test_losses_are_finite_and_reach_every_parameter(batch: dict) -> None:
     assert all(p.grad is not None for p in net.parameters())
 
 
+def test_bin_losses_match_a_per_key_reference_with_the_same_gradient(batch: dict) -> None:
+    """Eq. 5's bin terms, written out key by key on the regression output: cross entropy over
+    each key's own bin logits, smooth L1 of the residual of the ground-truth bin, positive
+    points only, divided by N_pos. ``compute_losses`` splits the output once; its values and
+    its gradient with respect to the output are those of this reference, bit for bit."""
+    cfg = NetworkConfig.tiny()
+    torch.manual_seed(0)
+    net = GPRNet(cfg)
+    out = net(batch["points"], batch["groups"], batch["gt"], seed=0)
+    reg = out["reg"].detach().clone().requires_grad_(True)
+    losses = compute_losses({**out, "reg": reg}, batch, cfg)
+    (grad,) = torch.autograd.grad(losses["bin_cls"] + 3.0 * losses["bin_res"], reg)
+
+    ref_reg = reg.detach().clone().requires_grad_(True)
+    mask = batch["reg_mask"].to(ref_reg.dtype)
+    assert int(mask.sum()) > 0
+    n_pos = mask.sum()
+    cls = res = ref_reg.new_zeros(())
+    start = 0
+    for j, key in enumerate(BIN_KEYS):
+        count = cfg.bins.spec(key).count
+        logits = ref_reg[:, start:start + count, :]  # (B, K, N): cross entropy's class dim 1
+        residual = ref_reg[:, start + count:start + 2 * count, :]
+        start += 2 * count
+        target = batch["bin_target"][..., j]
+        ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+        cls = cls + (ce * mask).sum()
+        picked = residual.gather(1, target.unsqueeze(1)).squeeze(1)
+        sl1 = torch.nn.functional.smooth_l1_loss(
+            picked, batch["res_target"][..., j].to(picked.dtype), reduction="none",
+            beta=1.0 / 9.0)
+        res = res + (sl1 * mask).sum()
+    assert start == reg.shape[1]
+    (ref_grad,) = torch.autograd.grad(cls / n_pos + 3.0 * (res / n_pos), ref_reg)
+    torch.testing.assert_close(losses["bin_cls"], cls / n_pos, rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(losses["bin_res"], res / n_pos, rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-6, atol=1e-9)
+    # Where a point is not positive, nothing flows back into its regression output.
+    assert bool((grad.abs().sum(1)[mask == 0] == 0).all())
+
+
 def test_augmentation_rotates_targets_consistently() -> None:
     cfg = NetworkConfig.tiny()
     scene = synthetic_scene(np.random.default_rng(4), num_points=700)
