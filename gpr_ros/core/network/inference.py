@@ -15,6 +15,8 @@ fields of ``gpr_msgs/msg/InferenceTiming.msg``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+import contextlib
 from pathlib import Path
 import statistics
 import time
@@ -39,6 +41,7 @@ __all__ = [
     "GraspDetector",
     "benchmark_inference",
     "benchmark_reference",
+    "flushed_denormals",
     "retain_freed_memory",
 ]
 
@@ -190,36 +193,39 @@ class GraspDetector:
         groups = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device).unsqueeze(0)
                   for k, v in groups_np.items()}
         t1 = time.perf_counter()
-        model = self.model
-        features = model.backbone(xyz, groups)
-        t2 = time.perf_counter()
-        if proposals is None:  # at least as many as asked for
-            limit = max(self.config.proposals_test, int(max_grasps or 0))
-        else:
-            limit = int(proposals)
-        candidates = model.stage1_candidates(features, xyz)
-        seg_logits = candidates.seg_logits
-        t3 = time.perf_counter()
-        props = model.nms_proposals(candidates, limit)
-        t4 = time.perf_counter()
-        n = props.count
-        p_center, p_rot = props.center[:, :n], props.rotation[:, :n]
-        p_width = props.width[:, :n]
-        score = torch.sigmoid(torch.gather(seg_logits, 1, props.index[:, :n]))
-        if stage == STAGE_2 and n > 0:
-            generator = torch.Generator().manual_seed(self.seed)
-            s2 = model.refine(features, seg_logits, xyz, p_center, p_rot, generator)
-            score = torch.sigmoid(s2["conf"])
-            p_center, p_rot, p_width = model.apply_refinement(p_center, p_rot, p_width, s2)
-            keep = None
-            if max_grasps is not None and self.pose_passes > 1:
-                # the first pass's width and score decide which grasps are returned: only
-                # those are refined again (as GPRNet.refine_poses, for the same grasps)
-                chosen = self.ranking(p_width[0], score[0], min_score)[: int(max_grasps)]
-                keep = torch.from_numpy(np.sort(chosen)).to(xyz.device).unsqueeze(0)
-            p_center, p_rot = model.further_pose_passes(
-                features, seg_logits, xyz, p_center, p_rot, p_width, generator,
-                self.pose_passes - 1, keep)
+        # only the network runs with subnormals flushed: scipy's cKDTree (preprocessing's
+        # tie-breaks, the numpy fallbacks) can crash under flush-to-zero
+        with flushed_denormals():
+            model = self.model
+            features = model.backbone(xyz, groups)
+            t2 = time.perf_counter()
+            if proposals is None:  # at least as many as asked for
+                limit = max(self.config.proposals_test, int(max_grasps or 0))
+            else:
+                limit = int(proposals)
+            candidates = model.stage1_candidates(features, xyz)
+            seg_logits = candidates.seg_logits
+            t3 = time.perf_counter()
+            props = model.nms_proposals(candidates, limit)
+            t4 = time.perf_counter()
+            n = props.count
+            p_center, p_rot = props.center[:, :n], props.rotation[:, :n]
+            p_width = props.width[:, :n]
+            score = torch.sigmoid(torch.gather(seg_logits, 1, props.index[:, :n]))
+            if stage == STAGE_2 and n > 0:
+                generator = torch.Generator().manual_seed(self.seed)
+                s2 = model.refine(features, seg_logits, xyz, p_center, p_rot, generator)
+                score = torch.sigmoid(s2["conf"])
+                p_center, p_rot, p_width = model.apply_refinement(p_center, p_rot, p_width, s2)
+                keep = None
+                if max_grasps is not None and self.pose_passes > 1:
+                    # the first pass's width and score decide which grasps are returned: only
+                    # those are refined again (as GPRNet.refine_poses, for the same grasps)
+                    chosen = self.ranking(p_width[0], score[0], min_score)[: int(max_grasps)]
+                    keep = torch.from_numpy(np.sort(chosen)).to(xyz.device).unsqueeze(0)
+                p_center, p_rot = model.further_pose_passes(
+                    features, seg_logits, xyz, p_center, p_rot, p_width, generator,
+                    self.pose_passes - 1, keep)
         t5 = time.perf_counter()
         grasps = self.postprocess(p_center[0], p_rot[0], p_width[0], score[0], min_score, stage)
         if max_grasps is not None:
@@ -270,6 +276,36 @@ class GraspDetector:
         s = score.cpu().double().numpy()
         keep = (w <= self.config.gripper.max_width + self.width_tolerance) & (s >= min_score)
         return np.flatnonzero(keep)[np.argsort(-s[keep], kind="stable")]
+
+
+@contextlib.contextmanager
+def flushed_denormals() -> Iterator[bool]:
+    """Treat subnormal floats as zero in PyTorch's CPU kernels inside the block.
+
+    Adam with weight decay leaves many weights subnormal (below 1.2e-38 in float32): 36 % of
+    the shipped model's, 29 % of a run's after 16 epochs. x86 CPUs compute with subnormal
+    operands in slow microcode, so a training step took 1.2-2.0 s instead of 0.33-0.36 s
+    (session 13, AVX-512 VM, the same loss to the last bit) and epochs slowed from 3 to 9 min
+    as the weights decayed. Such a weight changes no float32 sum of ordinary magnitude, so
+    results are the same. The setting (PyTorch's ``set_flush_denormal``, SSE FTZ/DAZ) is
+    process-wide, and scipy's ``cKDTree`` crashed under it (segmentation fault in an
+    annotation's grasp NMS), so it is restored when the outermost block exits; training steps
+    (:func:`~.train.train`) and :meth:`GraspDetector.detect`'s network part use it.
+
+    :return: (as the ``with`` target) whether the CPU supports it.
+    """
+    global _FLUSH_DEPTH
+    supported = bool(torch.set_flush_denormal(True))
+    _FLUSH_DEPTH += 1
+    try:
+        yield supported
+    finally:
+        _FLUSH_DEPTH -= 1
+        if supported and _FLUSH_DEPTH == 0:
+            torch.set_flush_denormal(False)
+
+
+_FLUSH_DEPTH = 0
 
 
 def retain_freed_memory(megabytes: int = 256) -> bool:
@@ -365,7 +401,8 @@ def benchmark_reference(
             if i >= warmup:
                 fast_runs.append(dict(detector.last_timing))
         timing: dict[str, float] = {}
-        reference_detect(detector, points, timing, max_grasps=max_grasps)
+        with flushed_denormals():  # the same numerics as the fast path's network
+            reference_detect(detector, points, timing, max_grasps=max_grasps)
         if i >= warmup:
             ref_runs.append(timing)
     fast = _median_timing(fast_runs)

@@ -1,0 +1,40 @@
+"""flushed_denormals: subnormal floats count as zero inside the block, and only there."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+
+import pytest
+
+# A fresh process: the setting is process-wide.
+_PROBE = r'''
+import numpy as np
+import torch
+from gpr_ros.core.network.config import NetworkConfig
+from gpr_ros.core.network.inference import GraspDetector, flushed_denormals
+from gpr_ros.core.network.model import GPRNet
+
+sub = torch.tensor([1e-39], dtype=torch.float32)
+seen = [float(sub * 1.0) > 0.0]
+with flushed_denormals() as supported:
+    with flushed_denormals():
+        pass
+    seen += [supported, float(sub * 1.0) == 0.0]  # still flushed after the inner block
+seen.append(float(sub * 1.0) > 0.0)  # restored: scipy's cKDTree can crash under it
+detector = GraspDetector(GPRNet(NetworkConfig.tiny()))
+rng = np.random.default_rng(0)
+cloud = np.column_stack([rng.uniform(-0.1, 0.1, (3000, 2)), rng.uniform(0.9, 1.0, 3000)])
+detector.detect(cloud, max_grasps=5)
+seen.append(float(sub * 1.0) > 0.0)  # detect flushes only while its network runs
+print(*seen)
+'''
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
+                    reason="PyTorch flushes subnormals only where the CPU has SSE3 FTZ/DAZ")
+def test_subnormals_are_flushed_inside_the_block_only() -> None:
+    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.split() == ["True"] * 5
