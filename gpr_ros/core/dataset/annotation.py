@@ -7,7 +7,8 @@ a) sample ``num_points`` contact candidates p_i on the surface (area-weighted) w
 b) sample k = ``num_directions`` directions inside the friction cone around −n_i and cast a
    ray from just inside p_i along each; the first hit on a back-facing triangle (where the
    ray leaves the object: the "backward surface") is the second contact c2, and the contact
-   distance |c2 − c1| is the grasp width;
+   distance |c2 − c1| is the grasp width; where two bodies of the mesh touch face to face,
+   the ray passes through their interface (:func:`_exit_points`);
 c) keep the candidates in antipodal force closure (the segment inside the friction cones of
    both contacts) whose width plus ``width_clearance`` fits the gripper;
 d) for each such candidate, centre o = (c1 + c2)/2 and closing r = unit(c2 − c1), try
@@ -57,6 +58,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy.spatial import cKDTree
 import trimesh
 
 from gpr_ros.core.dataset.errors import DatasetError, MeshError
@@ -96,13 +98,19 @@ NEGATIVE_COLLISION = 2
 #: Point label: no second contact, no force closure, or the contacts are too far apart.
 UNSUITABLE = 3
 
-#: Version of the on-disk format of :meth:`ObjectAnnotation.save` (part of the cache key).
-FORMAT_VERSION = 1
+#: Version of the on-disk format of :meth:`ObjectAnnotation.save` and of the annotation
+#: procedure (part of the cache key). 2: second contacts skip internal interfaces between
+#: touching bodies and no longer depend on the CPU (:func:`_exit_points`).
+FORMAT_VERSION = 2
 
 #: Rays start this far inside the surface (m), so they do not hit their own triangle.
 _RAY_OFFSET = 1e-5
 #: Hits closer than this to the ray origin (m) are self-hits and skipped.
 _MIN_HIT_DISTANCE = 2e-5
+#: Faces whose (unit normal, offset / mesh scale) differ by less than this share a plane.
+_COPLANAR_TOLERANCE = 1e-6
+#: Barycentric slack of the test whether a hit lies on a face of a touching body.
+_BARYCENTRIC_SLACK = 1e-9
 #: (candidate, point) pairs handled at once by the collision test (bounds temporaries).
 _COLLISION_CHUNK = 2_000_000
 
@@ -524,11 +532,121 @@ def _approach_collisions(
     return collides, approaches
 
 
-def _exit_points(
-    mesh: trimesh.Trimesh, origins: NDArray[np.float64], directions: NDArray[np.float64]
-) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.int64]]:
-    """First back-facing hit of each ray (where it leaves the object).
+def _dot3(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Row-wise dot product of two (N, 3) arrays.
 
+    Written out as products and sums, which IEEE arithmetic rounds the same on every CPU;
+    ``einsum`` may add in a SIMD-width-dependent order.
+    """
+    result: NDArray[np.float64] = a[:, 0] * b[:, 0] + a[:, 1] * b[:, 1] + a[:, 2] * b[:, 2]
+    return result
+
+
+@dataclass(frozen=True)
+class _CoplanarFaces:
+    """The faces of a mesh that share a plane with another face, found once per mesh.
+
+    Procedural objects are often several closed bodies touching face to face. Where two bodies
+    meet, one body's face and the other's lie in the same plane with opposite normals (an
+    internal interface), and several faces of one body can share a plane.
+
+    :ivar canonical: (F,) the lowest index among the faces in the plane of face i that face
+        the same way (i itself when it has no such neighbour).
+    :ivar opposite_start: (F + 1,) offsets: the faces in the plane of face i that face the
+        other way are ``opposite[opposite_start[i]:opposite_start[i + 1]]``.
+    :ivar opposite: those faces, ascending per face.
+    """
+
+    canonical: NDArray[np.int64]
+    opposite_start: NDArray[np.int64]
+    opposite: NDArray[np.int64]
+
+
+def _coplanar_faces(mesh: trimesh.Trimesh) -> _CoplanarFaces:
+    """Group the faces of ``mesh`` by plane (see :class:`_CoplanarFaces`).
+
+    A face's plane is the key (unit normal, offset / mesh scale); two faces are in the same
+    plane when their keys are within :data:`_COPLANAR_TOLERANCE`, and in the same plane facing
+    opposite ways when one key is within it of the other's negation.
+    """
+    normals = np.asarray(mesh.face_normals, dtype=np.float64)
+    offsets = _dot3(normals, np.asarray(mesh.triangles[:, 0], dtype=np.float64))
+    key = np.column_stack([normals, offsets / max(float(mesh.scale), 1e-12)])
+    n_faces = len(key)
+    tree = cKDTree(key)
+    same = tree.query_pairs(_COPLANAR_TOLERANCE, output_type="ndarray")  # i < j
+    canonical = np.arange(n_faces, dtype=np.int64)
+    np.minimum.at(canonical, same[:, 1], same[:, 0])
+    opposite = tree.sparse_distance_matrix(
+        cKDTree(-key), _COPLANAR_TOLERANCE, output_type="ndarray"
+    )
+    face = np.asarray(opposite["i"], dtype=np.int64)
+    other = np.asarray(opposite["j"], dtype=np.int64)
+    order = np.lexsort((other, face))
+    start = np.zeros(n_faces + 1, dtype=np.int64)
+    np.cumsum(np.bincount(face, minlength=n_faces), out=start[1:])
+    return _CoplanarFaces(canonical, start, other[order])
+
+
+def _on_opposite_face(
+    mesh: trimesh.Trimesh,
+    planes: _CoplanarFaces,
+    triangles: NDArray[np.int64],
+    locations: NDArray[np.float64],
+) -> NDArray[np.bool_]:
+    """Whether each hit lies on a face coplanar with its own and facing the other way.
+
+    :param triangles: (H,) the face of each hit.
+    :param locations: (H, 3) the hit points, in the plane of their face.
+    :return: (H,) True for hits on an internal interface between two touching bodies.
+    """
+    begin = planes.opposite_start[triangles]
+    counts = planes.opposite_start[triangles + 1] - begin
+    result = np.zeros(len(triangles), dtype=bool)
+    if not counts.any():
+        return result
+    hit = np.repeat(np.arange(len(triangles)), counts)
+    ends = np.cumsum(counts)
+    face = planes.opposite[np.arange(int(ends[-1])) + np.repeat(begin - ends + counts, counts)]
+    # Barycentric coordinates of each hit in each candidate face.
+    corners = np.asarray(mesh.triangles[face], dtype=np.float64)
+    e0 = corners[:, 1] - corners[:, 0]
+    e1 = corners[:, 2] - corners[:, 0]
+    q = locations[hit] - corners[:, 0]
+    d00, d01, d11 = _dot3(e0, e0), _dot3(e0, e1), _dot3(e1, e1)
+    d20, d21 = _dot3(q, e0), _dot3(q, e1)
+    denom = d00 * d11 - d01 * d01
+    with np.errstate(divide="ignore", invalid="ignore"):  # degenerate faces: NaN, not inside
+        v = (d11 * d20 - d01 * d21) / denom
+        w = (d00 * d21 - d01 * d20) / denom
+    slack = -_BARYCENTRIC_SLACK
+    inside = (v >= slack) & (w >= slack) & (1.0 - v - w >= slack)
+    result[hit[inside]] = True
+    return result
+
+
+def _exit_points(
+    mesh: trimesh.Trimesh,
+    origins: NDArray[np.float64],
+    directions: NDArray[np.float64],
+    intersector: Any = None,
+) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.int64]]:
+    """First hit of each ray where it leaves the object, whichever coincident face is reported.
+
+    A back-facing hit is where a ray leaves a body; it leaves the object unless the hit lies
+    on a coplanar face of a touching body (an internal interface), where the ray enters that
+    body instead. Embree reports only one of two coincident faces, and which one depends on
+    its CPU-specific kernel (SSE, AVX2, AVX-512), so the hits are made independent of that
+    choice: each hit is moved to the lowest-index face of its plane facing the same way
+    (:class:`_CoplanarFaces`), its location recomputed on that plane, and interface hits are
+    dropped. The ray continues to the far side of the touching body, which the multi-hit
+    query reports either way.
+
+    :param mesh: the object.
+    :param origins: (R, 3) ray origins.
+    :param directions: (R, 3) unit ray directions.
+    :param intersector: the ray intersector (``mesh.ray`` by default: Embree when installed,
+        else trimesh's pure-Python one).
     :return: ``(found (R,), locations (R, 3), triangle (R,))``; rows without a hit hold
         zeros and −1.
     """
@@ -538,19 +656,27 @@ def _exit_points(
     triangles = np.full(n_rays, -1, dtype=np.int64)
     if n_rays == 0:
         return found, locations, triangles
-    loc, ray_idx, tri_idx = mesh.ray.intersects_location(
-        origins, directions, multiple_hits=True
-    )
+    ray = mesh.ray if intersector is None else intersector
+    _, ray_idx, tri_idx = ray.intersects_location(origins, directions, multiple_hits=True)
     if len(ray_idx) == 0:
         return found, locations, triangles
-    loc = np.asarray(loc, dtype=np.float64)
+    planes = _coplanar_faces(mesh)
     ray_idx = np.asarray(ray_idx, dtype=np.int64)
-    tri_idx = np.asarray(tri_idx, dtype=np.int64)
-    dist = np.einsum("rk,rk->r", loc - origins[ray_idx], directions[ray_idx])
-    facing = np.einsum("rk,rk->r", mesh.face_normals[tri_idx], directions[ray_idx])
-    valid = (facing > 0.0) & (dist > _MIN_HIT_DISTANCE)
-    loc, ray_idx, tri_idx, dist = loc[valid], ray_idx[valid], tri_idx[valid], dist[valid]
-    order = np.lexsort((dist, ray_idx))
+    tri_idx = planes.canonical[np.asarray(tri_idx, dtype=np.int64)]
+    origin, direction = origins[ray_idx], directions[ray_idx]
+    normal = np.asarray(mesh.face_normals[tri_idx], dtype=np.float64)
+    corner = np.asarray(mesh.triangles[tri_idx, 0], dtype=np.float64)
+    facing = _dot3(normal, direction)
+    back = facing > 0.0
+    ray_idx, tri_idx = ray_idx[back], tri_idx[back]
+    origin, direction = origin[back], direction[back]
+    dist = _dot3(corner[back] - origin, normal[back]) / facing[back]
+    valid = dist > _MIN_HIT_DISTANCE
+    ray_idx, tri_idx, dist = ray_idx[valid], tri_idx[valid], dist[valid]
+    loc = origin[valid] + dist[:, None] * direction[valid]
+    inner = _on_opposite_face(mesh, planes, tri_idx, loc)
+    ray_idx, tri_idx, dist, loc = ray_idx[~inner], tri_idx[~inner], dist[~inner], loc[~inner]
+    order = np.lexsort((tri_idx, dist, ray_idx))
     first = order[np.unique(ray_idx[order], return_index=True)[1]]
     found[ray_idx[first]] = True
     locations[ray_idx[first]] = loc[first]

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from gpr_ros.core.dataset.annotation import FORMAT_VERSION as ANNOTATION_FORMAT_VERSION
 from gpr_ros.core.dataset.annotation import (
     NEGATIVE_COLLISION,
     UNSUITABLE,
@@ -39,7 +40,13 @@ from gpr_ros.core.dataset.errors import DatasetError
 from gpr_ros.core.dataset.labels import LabelConfig, ObjectLabelSource, label_scene
 from gpr_ros.core.dataset.objects import ObjectConfig, ObjectModel, resolve_object_set
 from gpr_ros.core.dataset.scene_format import grasp_arrays
-from gpr_ros.core.dataset.storage import DatasetWriter, Manifest, config_dict, pack_scenes
+from gpr_ros.core.dataset.storage import (
+    MANIFEST,
+    DatasetWriter,
+    Manifest,
+    config_dict,
+    pack_scenes,
+)
 from gpr_ros.core.errors import ConfigError
 from gpr_ros.core.grasp import GripperModel
 from gpr_ros.core.sim.camera import CameraConfig, NoiseConfig
@@ -333,6 +340,26 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def _check_annotation_format(out: Path) -> None:
+    """Refuse to resume a dataset whose finished shards hold another annotation format.
+
+    Its scenes would mix two kinds of ground truth. Manifests written before the format was
+    recorded hold format 1.
+
+    :param out: the dataset folder.
+    :raises DatasetError: when ``out`` holds finished shards of another annotation format.
+    """
+    path = Path(out) / MANIFEST
+    if not path.is_file():
+        return
+    existing = Manifest.from_json(path.read_text())
+    found = existing.info.get('annotation_format', 1)
+    if existing.shards and found != ANNOTATION_FORMAT_VERSION:
+        raise DatasetError(
+            f'{out} holds scenes labelled with annotation format {found}, this version makes '
+            f'format {ANNOTATION_FORMAT_VERSION}; choose another --out folder or delete it')
+
+
 def generate(config: GenerationConfig, out: Path, *, workers: int = 1,
              cache_dir: Path | None = None, ray_address: str | None = None,
              progress: Progress | None = None) -> Manifest:
@@ -347,8 +374,10 @@ def generate(config: GenerationConfig, out: Path, *, workers: int = 1,
     :param progress: ``progress(stage, done, total)`` with stage ``'objects'``,
         ``'annotate'`` or ``'scenes'``.
     :return: the final manifest.
-    :raises DatasetError: when the folder holds another dataset, or a scene fails.
+    :raises DatasetError: when the folder holds another dataset (or scenes of another
+        annotation format), or a scene fails.
     """
+    _check_annotation_format(out)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     report = progress or (lambda stage, done, total: None)
     config_json = json.dumps(config.to_dict(), sort_keys=True)
@@ -373,6 +402,7 @@ def generate(config: GenerationConfig, out: Path, *, workers: int = 1,
                         info={'objects': names,
                               'skipped_objects': [list(item) for item in skipped],
                               'package_versions': package_versions(),
+                              'annotation_format': ANNOTATION_FORMAT_VERSION,
                               'config_digest': config.digest()})
     writer = DatasetWriter(out, manifest)
     pending = writer.pending_shards()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+import json
 import os
 from pathlib import Path
 import shutil
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from gpr_ros.core.dataset.annotation import AnnotationConfig
+from gpr_ros.core.dataset.annotation import FORMAT_VERSION, AnnotationConfig
+from gpr_ros.core.dataset.errors import DatasetError
 from gpr_ros.core.dataset.generate import GenerationConfig, generate
 from gpr_ros.core.dataset.labels import POINT_POSITIVE
 from gpr_ros.core.dataset.scene_format import SCENE_KEYS, scene_grasps
@@ -87,6 +89,7 @@ def test_scenes_have_the_documented_arrays(reference: Path) -> None:
     # The manifest records provenance.
     info = reader.manifest.info
     assert len(info['objects']) == 3 and 'mujoco' in info['package_versions']
+    assert info['annotation_format'] == FORMAT_VERSION
     [(name, reason)] = info['skipped_objects']
     assert name == 'user/speck' and 'too small' in reason
 
@@ -124,6 +127,18 @@ def test_killed_run_resumes_to_the_same_result(reference: Path, mesh_dir: Path,
     manifest = generate(_config(mesh_dir), tmp_path, cache_dir=cache_dir)
     assert manifest.complete
     assert _shard_bytes(tmp_path) == _shard_bytes(reference)
+
+
+def test_scenes_of_another_annotation_format_are_not_resumed(reference: Path, mesh_dir: Path,
+                                                             cache_dir: Path,
+                                                             tmp_path: Path) -> None:
+    shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
+    path = tmp_path / 'manifest.json'
+    manifest = json.loads(path.read_text())
+    del manifest['info']['annotation_format']  # as written before the format was recorded
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match='annotation format 1'):
+        generate(_config(mesh_dir), tmp_path, cache_dir=cache_dir)
 
 
 def _free_port() -> int:
