@@ -33,6 +33,11 @@ Protocol (paper Sec. VI-B, Tables I and II; written the same way into every repo
    (edges :data:`CALIBRATION_EDGES`), with the fraction of D < 0.01, D < 0.02 and width
    error < 5 mm per bin: how far a grasp's score can be trusted, and what a ``min_score``
    buys.
+8. Refinement on the same proposals (extra): the proposals whose stage-2 prediction is kept
+   (item 3), matched and scored as in items 4 and 5 once with their stage-1 pose and width
+   and once refined. Item 3 keeps different subsets per stage (stage 1 keeps its few most
+   confident points), so Tables I and II compare two selections as well as two poses; this
+   table compares the poses of the same grasps, which is what refinement changes.
 
 A fraction with an empty denominator (no kept prediction, no ground-truth grasp) is reported
 as ``None`` (``n/a`` in Markdown), never as a division by zero.
@@ -133,7 +138,10 @@ PROTOCOL = """\
    several filter thresholds t, the predictions scoring >= t per scene and their width
    accuracy at 5 mm and pose accuracy at D < 0.01. The tables pool over kept predictions,
    so a stricter filter raises them while fewer grasps are kept: compare models at the same
-   number kept per scene."""
+   number kept per scene.
+8. Refinement on the same proposals (extra): the proposals whose stage-2 prediction is kept,
+   scored as in 4 and 5 with their stage-1 pose and width, against the refined ones. Item 3
+   lets each stage keep its own subset; this compares the same grasps before and after."""
 
 
 class EvaluationError(NetworkError):
@@ -260,6 +268,8 @@ class EvaluationResult:
     :ivar stage1: metrics of the stage-1 proposals.
     :ivar stage2: metrics of their stage-2 refinements.
     :ivar seconds: wall-clock time of the evaluation.
+    :ivar stage1_paired: metrics of the stage-1 poses of the proposals whose stage-2
+        prediction is kept (protocol item 8; ``None`` in results made without it).
     :ivar ground_truth_nms: the NMS threshold on D the dataset's grasps were annotated with
         (from its manifest; ``None`` when not recorded): ground-truth grasps of an object are
         at least this far apart, so a valid prediction between two of them can be up to about
@@ -283,6 +293,7 @@ class EvaluationResult:
     stage2: StageMetrics
     seconds: float
     ground_truth_nms: float | None = None
+    stage1_paired: StageMetrics | None = None
 
     def stages(self) -> tuple[StageMetrics, StageMetrics]:
         """Return ``(stage1, stage2)``."""
@@ -361,6 +372,7 @@ class EvaluationResult:
             p1, p2 = _paper(PAPER_POSE_ACCURACY, POSE_THRESHOLDS, t)
             lines.append(f"| {t:g} | {_pct(s1.pose_accuracy[i])} | {_pct(s2.pose_accuracy[i])} "
                          f"| {p1} | {p2} |")
+        lines += self._paired_markdown()
         n = self.scenes_evaluated
         lines += [
             "",
@@ -391,6 +403,26 @@ class EvaluationResult:
             "",
         ]
         return "\n".join(lines)
+
+    def _paired_markdown(self) -> list[str]:
+        paired = self.stage1_paired
+        if paired is None:
+            return []
+        s2 = self.stage2
+        lines = [
+            "",
+            f"## Refinement on the same proposals: the {s2.predictions} stage 2 keeps (%)",
+            "",
+            "| Threshold | before refinement (stage-1 pose) | after (stage-2) |",
+            "|---|---:|---:|",
+        ]
+        for i, t in enumerate(self.width_thresholds):
+            lines.append(f"| width {t * 1000:g} mm | {_pct(paired.width_accuracy[i])} | "
+                         f"{_pct(s2.width_accuracy[i])} |")
+        for i, t in enumerate(self.pose_thresholds):
+            lines.append(f"| D < {t:g} | {_pct(paired.pose_accuracy[i])} | "
+                         f"{_pct(s2.pose_accuracy[i])} |")
+        return lines
 
     def _calibration_markdown(self) -> list[str]:
         s1, s2 = self.stage1.calibration, self.stage2.calibration
@@ -739,6 +771,7 @@ def evaluate(
     if max_scenes is not None:
         indices = indices[: int(max_scenes)]
     tallies = {STAGE_1: _Tally(), STAGE_2: _Tally()}
+    paired: list[GraspMatch] = []  # stage-1 poses of the proposals stage 2 keeps (item 8)
     evaluated = skipped = 0
     for done, index in enumerate(indices, start=1):
         scene = reader.scene(index)
@@ -758,6 +791,8 @@ def evaluate(
                         tally.max_score, best)
                 tally.matches.append(match_to_ground_truth(kept, gt, b))
                 tally.scored.append((grasps.score, match_to_ground_truth(grasps, gt, b)))
+            same = pred.proposals[pred.refined.score >= confidence_threshold]
+            paired.append(match_to_ground_truth(same, gt, b))
         if progress is not None:
             progress(done, len(indices))
 
@@ -771,6 +806,7 @@ def evaluate(
         beta=(b[0], b[1], b[2]), width_thresholds=widths, pose_thresholds=poses,
         coverage_threshold=coverage, stage1=s1, stage2=s2,
         seconds=time.perf_counter() - start, ground_truth_nms=_annotation_nms(reader),
+        stage1_paired=stage_metrics(STAGE_1, paired, s2.predictions, widths, poses, coverage),
     )
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gpr_ros.cli import main
-from gpr_ros.core.dataset.scene_format import grasp_arrays
+from gpr_ros.core.dataset.scene_format import grasp_arrays, scene_grasps
 from gpr_ros.core.dataset.storage import DatasetReader, DatasetWriter, Manifest, pack_scenes
 from gpr_ros.core.grasp import STAGE_1, STAGE_2, Grasps
 from gpr_ros.core.network.checkpoint import save_checkpoint
@@ -250,6 +250,32 @@ def test_evaluate_filters_negatives_and_skips_empty_scenes(dataset: Path,
     assert "n/a" in none.to_markdown()
     with pytest.raises(EvaluationError, match="max_scenes"):
         evaluate(detector, dataset, max_scenes=0)
+
+
+def test_refinement_is_compared_on_the_proposals_stage_2_keeps(dataset: Path,
+                                                             checkpoint: Path) -> None:
+    detector = GraspDetector.from_checkpoint(checkpoint)
+    result = evaluate(detector, dataset, confidence_threshold=0.5)
+    reader = DatasetReader(dataset)
+    matches = []
+    for i in (0, 2):  # the scenes with ground truth
+        scene = reader.scene(i)
+        pred = predict_stages(detector, scene["points"])
+        same = pred.proposals[pred.refined.score >= 0.5]
+        matches.append(match_to_ground_truth(same, scene_grasps(scene), (1.0, 0.03, 0.03)))
+    expected = stage_metrics(STAGE_1, matches, result.stage2.predictions)
+    paired = result.stage1_paired
+    assert paired is not None
+    # the same grasps as stage 2 keeps, with their stage-1 poses
+    assert paired.predictions == result.stage2.predictions > 0
+    assert paired.width_accuracy == expected.width_accuracy
+    assert paired.pose_accuracy == expected.pose_accuracy
+    md = result.to_markdown()
+    assert f"## Refinement on the same proposals: the {result.stage2.predictions}" in md
+    assert "| width 5 mm |" in md and "| D < 0.01 |" in md
+    data = json.loads(result.to_json())
+    assert data["stage1_paired"]["predictions"] == result.stage2.predictions
+    assert "8. Refinement on the same proposals" in data["protocol"]
 
 
 def test_reports_hold_both_stages_and_all_thresholds(dataset: Path, checkpoint: Path) -> None:
