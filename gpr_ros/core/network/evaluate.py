@@ -268,12 +268,12 @@ class EvaluationResult:
     :ivar stage1: metrics of the stage-1 proposals.
     :ivar stage2: metrics of their stage-2 refinements.
     :ivar seconds: wall-clock time of the evaluation.
-    :ivar stage1_paired: metrics of the stage-1 poses of the proposals whose stage-2
-        prediction is kept (protocol item 8; ``None`` in results made without it).
     :ivar ground_truth_nms: the NMS threshold on D the dataset's grasps were annotated with
         (from its manifest; ``None`` when not recorded): ground-truth grasps of an object are
         at least this far apart, so a valid prediction between two of them can be up to about
         half of it from both, which bounds what Table II's small thresholds can show.
+    :ivar stage1_paired: metrics of the stage-1 poses of the proposals whose stage-2
+        prediction is kept (protocol item 8; ``None`` in results made without it).
     """
 
     data_dir: str

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import contextlib
 from pathlib import Path
 import statistics
+import threading
 import time
 from typing import Any
 
@@ -288,24 +289,27 @@ def flushed_denormals() -> Iterator[bool]:
     (session 13, AVX-512 VM, the same loss to the last bit) and epochs slowed from 3 to 9 min
     as the weights decayed. Such a weight changes no float32 sum of ordinary magnitude, so
     results are the same. The setting (PyTorch's ``set_flush_denormal``, SSE FTZ/DAZ) is
-    process-wide, and scipy's ``cKDTree`` crashed under it (segmentation fault in an
+    kept by the thread that sets it (nesting is counted per thread), and scipy's ``cKDTree``
+    crashed under it in a process that left it on (segmentation fault in an
     annotation's grasp NMS), so it is restored when the outermost block exits; training steps
     (:func:`~.train.train`) and :meth:`GraspDetector.detect`'s network part use it.
 
     :return: (as the ``with`` target) whether the CPU supports it.
     """
-    global _FLUSH_DEPTH
     supported = bool(torch.set_flush_denormal(True))
-    _FLUSH_DEPTH += 1
+    depth = getattr(_FLUSH_STATE, "depth", 0)
+    _FLUSH_STATE.depth = depth + 1
     try:
         yield supported
     finally:
-        _FLUSH_DEPTH -= 1
-        if supported and _FLUSH_DEPTH == 0:
+        _FLUSH_STATE.depth = depth
+        if supported and depth == 0:
             torch.set_flush_denormal(False)
 
 
-_FLUSH_DEPTH = 0
+#: Nesting depth of :func:`flushed_denormals` per thread: the CPU's flush-to-zero state
+#: (MXCSR) belongs to the thread that sets it.
+_FLUSH_STATE = threading.local()
 
 
 def retain_freed_memory(megabytes: int = 256) -> bool:

@@ -38,3 +38,40 @@ def test_subnormals_are_flushed_inside_the_block_only() -> None:
     out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.split() == ["True"] * 5
+
+
+# Each thread keeps its own flush state (a new thread starts with its creator's), so nesting
+# is counted per thread: a worker's block restores the worker even while the main thread is
+# still inside its own.
+_THREAD_PROBE = r'''
+import threading
+import torch
+from gpr_ros.core.network.inference import flushed_denormals
+
+sub = torch.tensor([1e-39], dtype=torch.float32)
+entered, leave = threading.Event(), threading.Event()
+seen = {}
+def worker():
+    with flushed_denormals():
+        seen["worker_inside"] = float(sub * 1.0) == 0.0
+        entered.set()
+        leave.wait()
+    seen["worker_after"] = float(sub * 1.0) > 0.0
+with flushed_denormals():
+    thread = threading.Thread(target=worker)
+    thread.start()
+    entered.wait()
+    leave.set()
+    thread.join()
+    seen["main_inside"] = float(sub * 1.0) == 0.0
+seen["main_after"] = float(sub * 1.0) > 0.0
+print(*(seen[k] for k in ("worker_inside", "worker_after", "main_inside", "main_after")))
+'''
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
+                    reason="PyTorch flushes subnormals only where the CPU has SSE3 FTZ/DAZ")
+def test_each_thread_restores_its_own_setting() -> None:
+    out = subprocess.run([sys.executable, "-c", _THREAD_PROBE], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.split() == ["True"] * 4
