@@ -32,12 +32,21 @@ print(*seen)
 '''
 
 
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
-                    reason="PyTorch flushes subnormals only where the CPU has SSE3 FTZ/DAZ")
-def test_subnormals_are_flushed_inside_the_block_only() -> None:
-    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
+x86_only = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
+                              reason="PyTorch flushes subnormals only where the CPU has SSE3 "
+                                     "FTZ/DAZ")
+
+
+def _run(probe: str) -> list[str]:
+    """Run ``probe`` in a fresh process (the setting is process state); its printed words."""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          timeout=120, check=True)
-    assert out.stdout.split() == ["True"] * 5
+    return out.stdout.split()
+
+
+@x86_only
+def test_subnormals_are_flushed_inside_the_block_only() -> None:
+    assert _run(_PROBE) == ["True"] * 5
 
 
 # Each thread keeps its own flush state (a new thread starts with its creator's), so nesting
@@ -69,9 +78,6 @@ print(*(seen[k] for k in ("worker_inside", "worker_after", "main_inside", "main_
 '''
 
 
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
-                    reason="PyTorch flushes subnormals only where the CPU has SSE3 FTZ/DAZ")
+@x86_only
 def test_each_thread_restores_its_own_setting() -> None:
-    out = subprocess.run([sys.executable, "-c", _THREAD_PROBE], capture_output=True, text=True,
-                         timeout=120, check=True)
-    assert out.stdout.split() == ["True"] * 4
+    assert _run(_THREAD_PROBE) == ["True"] * 4
