@@ -15,9 +15,14 @@ Protocol (paper Sec. VI-B, Tables I and II; written the same way into every repo
    sigmoid of the segmentation logit of its point) and a stage-2 prediction (score: sigmoid
    of the refined confidence logit). Widths are clipped to ``[0, max_width]`` as in
    :meth:`GraspDetector.detect`; unlike ``detect``, no prediction is dropped for its width.
-3. Negatives. "Filter out the negative samples": a prediction whose own confidence says it
-   is negative, i.e. score < ``confidence_threshold`` (default 0.5), is dropped. The filter is
-   applied per stage, so the two stages may keep different subsets of the same proposals.
+3. Negatives and the two stages. "We select 100 proposals after NMS operation and filter out
+   the negative samples": a proposal whose stage-2 confidence is below
+   ``confidence_threshold`` (default 0.5) is dropped (stage 2 is the part that "classifies
+   noisy grasp candidates", paper Fig. 1). Tables I and II score the kept proposals twice:
+   with their stage-1 pose and width (stage-1 column) and refined by stage 2 (stage-2
+   column), so the columns compare the same grasps before and after refinement, as the paper
+   reads its tables ("grasp width accuracy after refinement has 25% and 8% improvement
+   respectively over stage-1"; "proposals after refinement outperform stage-1").
 4. Matching. Each kept prediction is matched to the ground-truth grasp of its scene with the
    smallest grasp distance D (Eq. 1, β = (1, 0.03, 0.03); D is invariant to r -> -r).
 5. Width accuracy at t (Table I): the fraction of kept predictions with
@@ -33,11 +38,14 @@ Protocol (paper Sec. VI-B, Tables I and II; written the same way into every repo
    (edges :data:`CALIBRATION_EDGES`), with the fraction of D < 0.01, D < 0.02 and width
    error < 5 mm per bin: how far a grasp's score can be trusted, and what a ``min_score``
    buys.
-8. Refinement on the same proposals (extra): the proposals whose stage-2 prediction is kept
-   (item 3), matched and scored as in items 4 and 5 once with their stage-1 pose and width
-   and once refined. Item 3 keeps different subsets per stage (stage 1 keeps its few most
-   confident points), so Tables I and II compare two selections as well as two poses; this
-   table compares the poses of the same grasps, which is what refinement changes.
+8. Stage 1 on its own (extra): stage 1 read as a single-shot detector with its own score
+   (the segmentation probability of the proposal's point), in two ways: (a) its own filter,
+   the proposals scoring at least ``confidence_threshold`` by stage 1, and (b) the same
+   count, per scene the proposals with the highest stage-1 scores, as many as stage 2 keeps
+   in that scene. (a) is what the stage-1 column showed until session 15; its selection
+   depends on how the two scores are calibrated (the focal-loss stage-1 score rarely
+   passes 0.5, so it keeps a few of its most confident points), which (b) removes. The
+   calibration and operating points of item 7 use each stage's own score.
 
 A fraction with an empty denominator (no kept prediction, no ground-truth grasp) is reported
 as ``None`` (``n/a`` in Markdown), never as a division by zero.
@@ -125,7 +133,10 @@ PROTOCOL = """\
    NMS (paper: 100) are taken, and stage 2 refines these same proposals. Stage-1 score:
    sigmoid of the point's segmentation logit; stage-2 score: sigmoid of the refined
    confidence logit. Widths are clipped to [0, max_width]; none is dropped for its width.
-3. Negatives filtered out: per stage, predictions with score < {conf:g} are dropped.
+3. Negatives filtered out: proposals whose stage-2 score is < {conf:g} are dropped. Tables I and
+   II score the kept proposals with their stage-1 pose and width (stage-1 column) and
+   refined (stage-2 column): the same grasps before and after refinement (paper: "grasp
+   width accuracy after refinement has 25% and 8% improvement respectively over stage-1").
 4. Matching: each kept prediction is matched to the scene's ground-truth grasp with the
    smallest grasp distance D (Eq. 1, beta = {beta}; D treats r and -r alike).
 5. Width accuracy at t (Table I): fraction of kept predictions with |w_pred - w_gt| < t, w_gt
@@ -139,9 +150,10 @@ PROTOCOL = """\
    accuracy at 5 mm and pose accuracy at D < 0.01. The tables pool over kept predictions,
    so a stricter filter raises them while fewer grasps are kept: compare models at the same
    number kept per scene.
-8. Refinement on the same proposals (extra): the proposals whose stage-2 prediction is kept,
-   scored as in 4 and 5 with their stage-1 pose and width, against the refined ones. Item 3
-   lets each stage keep its own subset; this compares the same grasps before and after."""
+8. Stage 1 on its own (extra): stage 1 as a single-shot detector ranked by its own score,
+   (a) its own filter (stage-1 score >= {conf:g}) and (b) per scene its best-scoring proposals,
+   as many as stage 2 keeps there (the same count, free of how the two scores are
+   calibrated). Item 7 bins each stage by its own score."""
 
 
 class EvaluationError(NetworkError):
@@ -265,15 +277,19 @@ class EvaluationResult:
     :ivar width_thresholds: thresholds of Table I, m.
     :ivar pose_thresholds: thresholds of Table II (D).
     :ivar coverage_threshold: D threshold of the coverage.
-    :ivar stage1: metrics of the stage-1 proposals.
-    :ivar stage2: metrics of their stage-2 refinements.
+    :ivar stage1: metrics of the stage-1 proposals filtered by their own (stage-1) score, with
+        the calibration and operating points of stage 1 (protocol items 7 and 8a).
+    :ivar stage2: metrics of their stage-2 refinements (the stage-2 column of Tables I, II).
     :ivar seconds: wall-clock time of the evaluation.
     :ivar ground_truth_nms: the NMS threshold on D the dataset's grasps were annotated with
         (from its manifest; ``None`` when not recorded): ground-truth grasps of an object are
         at least this far apart, so a valid prediction between two of them can be up to about
         half of it from both, which bounds what Table II's small thresholds can show.
     :ivar stage1_paired: metrics of the stage-1 poses of the proposals whose stage-2
-        prediction is kept (protocol item 8; ``None`` in results made without it).
+        prediction is kept: the stage-1 column of Tables I and II (protocol item 3; ``None``
+        in results made before it, whose tables show ``stage1``).
+    :ivar stage1_same_count: metrics of the best-scoring stage-1 proposals of each scene, as
+        many as stage 2 keeps there (protocol item 8b; ``None`` in results made without it).
     """
 
     data_dir: str
@@ -294,19 +310,29 @@ class EvaluationResult:
     seconds: float
     ground_truth_nms: float | None = None
     stage1_paired: StageMetrics | None = None
+    stage1_same_count: StageMetrics | None = None
 
     def stages(self) -> tuple[StageMetrics, StageMetrics]:
         """Return ``(stage1, stage2)``."""
         return self.stage1, self.stage2
 
+    @property
+    def table_stage1(self) -> StageMetrics:
+        """The stage-1 column of Tables I and II: the proposals stage 2 keeps, before
+        refinement (``stage1`` for results made without it)."""
+        return self.stage1 if self.stage1_paired is None else self.stage1_paired
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-type dict (what :meth:`to_json` writes).
 
-        :return: the dict; stage metrics under ``"stage1"`` and ``"stage2"``.
+        :return: the dict; stage metrics under ``"stage1"``, ``"stage1_paired"``,
+            ``"stage1_same_count"`` and ``"stage2"``; ``"tables_stage1"`` names the entry of
+            the stage-1 column of Tables I and II.
         """
         data = asdict(self)
         data["model_config"] = dict(self.model_config)
         data["protocol"] = self.protocol()
+        data["tables_stage1"] = "stage1" if self.stage1_paired is None else "stage1_paired"
         data["paper"] = {
             "width_accuracy_percent": {f"stage{k}": list(v)
                                        for k, v in PAPER_WIDTH_ACCURACY.items()},
@@ -335,7 +361,7 @@ class EvaluationResult:
 
         :return: the text.
         """
-        s1, s2 = self.stage1, self.stage2
+        s1, s2 = self.table_stage1, self.stage2
         cfg = ", ".join(f"{k}={_fmt_value(v)}" for k, v in self.model_config.items())
         lines = [
             "# GPR network evaluation",
@@ -349,7 +375,10 @@ class EvaluationResult:
             + (f"at least D = {self.ground_truth_nms:g} apart per object (annotation NMS)"
                if self.ground_truth_nms is not None else "annotation NMS not recorded"),
             f"- proposals per scene after NMS: {self.max_proposals}; negatives filtered: "
-            f"score < {self.confidence_threshold:g}",
+            f"stage-2 score < {self.confidence_threshold:g}; "
+            + ("stage-1 column: the same kept proposals before refinement"
+               if self.stage1_paired is not None
+               else "stage-1 column: stage 1 filtered by its own score"),
             f"- device: {self.device}; time: {self.seconds:.1f} s",
             "",
             "## Table I: grasp width accuracy (%)",
@@ -372,27 +401,32 @@ class EvaluationResult:
             p1, p2 = _paper(PAPER_POSE_ACCURACY, POSE_THRESHOLDS, t)
             lines.append(f"| {t:g} | {_pct(s1.pose_accuracy[i])} | {_pct(s2.pose_accuracy[i])} "
                          f"| {p1} | {p2} |")
-        lines += self._paired_markdown()
+        lines += self._stage1_alone_markdown()
         n = self.scenes_evaluated
+        own = self.stage1
+        columns = ([("stage-1 (tables)", s1)] if self.stage1_paired is not None else []) + [
+            ("stage-1 own filter", own)] + ([("stage-1 same count", self.stage1_same_count)]
+                                            if self.stage1_same_count is not None else []) + [
+            ("stage-2", s2)]
+
+        def row(label: str, cell: Callable[[StageMetrics], str]) -> str:
+            return f"| {label} | " + " | ".join(cell(m) for _, m in columns) + " |"
+
         lines += [
             "",
             "## Counts",
             "",
-            "| | stage-1 | stage-2 |",
-            "|---|---:|---:|",
-            f"| proposals (before filtering) | {s1.proposals} | {s2.proposals} |",
-            f"| predictions kept | {s1.predictions} | {s2.predictions} |",
-            f"| predictions kept per scene (mean) | {_ratio(s1.predictions, n)} | "
-            f"{_ratio(s2.predictions, n)} |",
-            f"| ground-truth grasps | {s1.gt_grasps} | {s2.gt_grasps} |",
-            f"| ground-truth grasps recovered, D < {self.coverage_threshold:g} (%) | "
-            f"{_pct(s1.coverage)} | {_pct(s2.coverage)} |",
-            f"| mean width error (mm) | {_mm(s1.mean_width_error)} | "
-            f"{_mm(s2.mean_width_error)} |",
-            f"| median D to nearest ground truth | {_num(s1.median_distance)} | "
-            f"{_num(s2.median_distance)} |",
-            f"| highest score before filtering | {_num(s1.max_score)} | "
-            f"{_num(s2.max_score)} |",
+            "| | " + " | ".join(name for name, _ in columns) + " |",
+            "|---|" + "---:|" * len(columns),
+            row("proposals (before filtering)", lambda m: str(m.proposals)),
+            row("predictions kept", lambda m: str(m.predictions)),
+            row("predictions kept per scene (mean)", lambda m: _ratio(m.predictions, n)),
+            row("ground-truth grasps", lambda m: str(m.gt_grasps)),
+            row(f"ground-truth grasps recovered, D < {self.coverage_threshold:g} (%)",
+                lambda m: _pct(m.coverage)),
+            row("mean width error (mm)", lambda m: _mm(m.mean_width_error)),
+            row("median D to nearest ground truth", lambda m: _num(m.median_distance)),
+            row("highest score before filtering", lambda m: _num(m.max_score)),
             "",
         ]
         lines += self._calibration_markdown()
@@ -404,24 +438,28 @@ class EvaluationResult:
         ]
         return "\n".join(lines)
 
-    def _paired_markdown(self) -> list[str]:
-        paired = self.stage1_paired
-        if paired is None:
+    def _stage1_alone_markdown(self) -> list[str]:
+        own, same, s2 = self.stage1, self.stage1_same_count, self.stage2
+        if self.stage1_paired is None:
             return []
-        s2 = self.stage2
+        columns = [(f"stage-1, own score >= {self.confidence_threshold:g} ({own.predictions})",
+                    own)]
+        if same is not None:
+            columns.append((f"stage-1, same count by own score ({same.predictions})", same))
+        columns.append((f"stage-2 ({s2.predictions})", s2))
         lines = [
             "",
-            f"## Refinement on the same proposals: the {s2.predictions} stage 2 keeps (%)",
+            "## Stage 1 on its own, ranked by its own score (%; predictions in brackets)",
             "",
-            "| Threshold | before refinement (stage-1 pose) | after (stage-2) |",
-            "|---|---:|---:|",
+            "| Threshold | " + " | ".join(name for name, _ in columns) + " |",
+            "|---|" + "---:|" * len(columns),
         ]
         for i, t in enumerate(self.width_thresholds):
-            lines.append(f"| width {t * 1000:g} mm | {_pct(paired.width_accuracy[i])} | "
-                         f"{_pct(s2.width_accuracy[i])} |")
+            lines.append(f"| width {t * 1000:g} mm | "
+                         + " | ".join(_pct(m.width_accuracy[i]) for _, m in columns) + " |")
         for i, t in enumerate(self.pose_thresholds):
-            lines.append(f"| D < {t:g} | {_pct(paired.pose_accuracy[i])} | "
-                         f"{_pct(s2.pose_accuracy[i])} |")
+            lines.append(f"| D < {t:g} | "
+                         + " | ".join(_pct(m.pose_accuracy[i]) for _, m in columns) + " |")
         return lines
 
     def _calibration_markdown(self) -> list[str]:
@@ -771,7 +809,8 @@ def evaluate(
     if max_scenes is not None:
         indices = indices[: int(max_scenes)]
     tallies = {STAGE_1: _Tally(), STAGE_2: _Tally()}
-    paired: list[GraspMatch] = []  # stage-1 poses of the proposals stage 2 keeps (item 8)
+    paired: list[GraspMatch] = []  # stage-1 poses of the proposals stage 2 keeps (item 3)
+    same_count: list[GraspMatch] = []  # stage 1's best, as many as stage 2 keeps (item 8b)
     evaluated = skipped = 0
     for done, index in enumerate(indices, start=1):
         scene = reader.scene(index)
@@ -791,8 +830,11 @@ def evaluate(
                         tally.max_score, best)
                 tally.matches.append(match_to_ground_truth(kept, gt, b))
                 tally.scored.append((grasps.score, match_to_ground_truth(grasps, gt, b)))
-            same = pred.proposals[pred.refined.score >= confidence_threshold]
-            paired.append(match_to_ground_truth(same, gt, b))
+            keep = pred.refined.score >= confidence_threshold
+            paired.append(match_to_ground_truth(pred.proposals[keep], gt, b))
+            best_first = np.argsort(-pred.proposals.score, kind="stable")
+            same_count.append(match_to_ground_truth(
+                pred.proposals[best_first[: int(keep.sum())]], gt, b))
         if progress is not None:
             progress(done, len(indices))
 
@@ -806,7 +848,9 @@ def evaluate(
         beta=(b[0], b[1], b[2]), width_thresholds=widths, pose_thresholds=poses,
         coverage_threshold=coverage, stage1=s1, stage2=s2,
         seconds=time.perf_counter() - start, ground_truth_nms=_annotation_nms(reader),
-        stage1_paired=stage_metrics(STAGE_1, paired, s2.predictions, widths, poses, coverage),
+        stage1_paired=stage_metrics(STAGE_1, paired, s2.proposals, widths, poses, coverage),
+        stage1_same_count=stage_metrics(STAGE_1, same_count, s2.proposals, widths, poses,
+                                        coverage, tallies[STAGE_1].max_score),
     )
 
 
@@ -845,9 +889,16 @@ def plot_evaluation(result: EvaluationResult, path: Path | str) -> Path:
          "pose_accuracy", PAPER_POSE_ACCURACY, list(POSE_THRESHOLDS)),
     )
     for ax, xs, xlabel, title, key, paper, paper_x in panels:
-        for stage, metrics, style in ((1, result.stage1, "o--"), (2, result.stage2, "o-")):
-            ax.plot(xs, pct(getattr(metrics, key)), style, color=f"C{stage - 1}",
-                    label=f"stage {stage}")
+        curves = [(result.table_stage1, "o--", 1.0, "stage 1" if result.stage1_paired is None
+                   else "stage 1 (same grasps, before refinement)"),
+                  (result.stage2, "o-", 1.0, "stage 2")]
+        if result.stage1_paired is not None:
+            curves.append((result.stage1, "^:", 0.5,
+                           f"stage 1 alone, own score >= {result.confidence_threshold:g} "
+                           f"({result.stage1.predictions})"))
+        for metrics, style, alpha, label in curves:
+            ax.plot(xs, pct(getattr(metrics, key)), style, color=f"C{metrics.stage - 1}",
+                    alpha=alpha, label=label)
         ax.plot(paper_x, paper[STAGE_2], "s:", color="grey", label="paper stage 2")
         ax.set_xlabel(xlabel)
         ax.set_title(title)

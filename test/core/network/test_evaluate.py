@@ -252,30 +252,46 @@ def test_evaluate_filters_negatives_and_skips_empty_scenes(dataset: Path,
         evaluate(detector, dataset, max_scenes=0)
 
 
-def test_refinement_is_compared_on_the_proposals_stage_2_keeps(dataset: Path,
-                                                             checkpoint: Path) -> None:
+def test_tables_compare_the_proposals_stage_2_keeps_before_and_after_refinement(
+        dataset: Path, checkpoint: Path) -> None:
     detector = GraspDetector.from_checkpoint(checkpoint)
     result = evaluate(detector, dataset, confidence_threshold=0.5)
     reader = DatasetReader(dataset)
-    matches = []
+    paired, same_count = [], []
     for i in (0, 2):  # the scenes with ground truth
         scene = reader.scene(i)
+        gt = scene_grasps(scene)
         pred = predict_stages(detector, scene["points"])
-        same = pred.proposals[pred.refined.score >= 0.5]
-        matches.append(match_to_ground_truth(same, scene_grasps(scene), (1.0, 0.03, 0.03)))
-    expected = stage_metrics(STAGE_1, matches, result.stage2.predictions)
-    paired = result.stage1_paired
-    assert paired is not None
-    # the same grasps as stage 2 keeps, with their stage-1 poses
-    assert paired.predictions == result.stage2.predictions > 0
-    assert paired.width_accuracy == expected.width_accuracy
-    assert paired.pose_accuracy == expected.pose_accuracy
+        keep = pred.refined.score >= 0.5
+        paired.append(match_to_ground_truth(pred.proposals[keep], gt, (1.0, 0.03, 0.03)))
+        # stage 1 by its own score, as many as stage 2 keeps in this scene
+        order = sorted(range(len(pred.proposals)), key=lambda k: -pred.proposals.score[k])
+        best = np.array(order[: int(keep.sum())], dtype=np.int64)
+        same_count.append(match_to_ground_truth(pred.proposals[best], gt, (1.0, 0.03, 0.03)))
+    for got, matches in ((result.stage1_paired, paired),
+                         (result.stage1_same_count, same_count)):
+        expected = stage_metrics(STAGE_1, matches, result.stage2.proposals)
+        assert got is not None
+        assert got.predictions == result.stage2.predictions > 0
+        assert got.width_accuracy == expected.width_accuracy
+        assert got.pose_accuracy == expected.pose_accuracy
+    assert result.table_stage1 is result.stage1_paired
     md = result.to_markdown()
-    assert f"## Refinement on the same proposals: the {result.stage2.predictions}" in md
-    assert "| width 5 mm |" in md and "| D < 0.01 |" in md
+    table_1 = md[md.index("## Table I"):md.index("## Table II")]
+    w5 = result.stage1_paired.width_accuracy[1]
+    assert f"| 5 | {100 * w5:.1f} | {100 * result.stage2.width_accuracy[1]:.1f} |" in table_1
+    assert "stage-1 column: the same kept proposals before refinement" in md
+    alone = md[md.index("## Stage 1 on its own"):md.index("## Counts")]
+    assert f"own score >= 0.5 ({result.stage1.predictions})" in alone
+    assert f"same count by own score ({result.stage2.predictions})" in alone
+    assert "| width 5 mm |" in alone and "| D < 0.01 |" in alone
+    assert "| | stage-1 (tables) | stage-1 own filter | stage-1 same count | stage-2 |" in md
     data = json.loads(result.to_json())
+    assert data["tables_stage1"] == "stage1_paired"
     assert data["stage1_paired"]["predictions"] == result.stage2.predictions
-    assert "8. Refinement on the same proposals" in data["protocol"]
+    assert data["stage1_same_count"]["predictions"] == result.stage2.predictions
+    assert "8. Stage 1 on its own" in data["protocol"]
+    assert "stage-2 score is < 0.5 are dropped" in data["protocol"]
 
 
 def test_reports_hold_both_stages_and_all_thresholds(dataset: Path, checkpoint: Path) -> None:
