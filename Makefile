@@ -22,7 +22,7 @@ test: setup  ## run the test suite (core, conversions, ROS over DDS on localhost
 demo: setup  ## run the main job: the simulated clutter removal, every node its own process over DDS
 	@ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VENV)/bin/gpr-ros demo
 
-model: setup  ## reproduce models/gpr_default.pt from scratch (datasets, end-to-end Adam training, stage C, evaluation; about 2.5 h on a 2-core VM, docs: models/MODEL_CARD.md)
+model: setup  ## reproduce models/gpr_default.pt from scratch (datasets, end-to-end Adam training, stage C, evaluation; 2 h 8 min on a 2-core VM, setup included, docs: models/MODEL_CARD.md)
 	@bash scripts/train_default.sh
 
 bench: setup  ## print timings (benchmarks, not tests)

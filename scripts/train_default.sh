@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Reproduce models/gpr_default.pt from scratch on a 2-core CPU (about 2.5 h on session 14's
-# AVX2 VM, from the steps' measured times): the training set, the novel-object test set,
+# Reproduce models/gpr_default.pt from scratch on a 2-core CPU (2 h 6 min on session 15's
+# AVX2 VM, plus 2 min of make setup; models/MODEL_CARD.md): the training set, the novel-object test set,
 # end-to-end training with Adam from random weights (LR 1e-3, /10 on a validation plateau)
 # for ADAM_EPOCHS epochs, then the stage-2 fine-tuning of the confidence on refined-grasp
 # accuracy (stage C, on the first 1,200 training scenes annotated as densely as the test
