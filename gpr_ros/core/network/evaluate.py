@@ -280,16 +280,15 @@ class EvaluationResult:
     :ivar stage1: metrics of the stage-1 proposals filtered by their own (stage-1) score, with
         the calibration and operating points of stage 1 (protocol items 7 and 8a).
     :ivar stage2: metrics of their stage-2 refinements (the stage-2 column of Tables I, II).
+    :ivar stage1_paired: metrics of the stage-1 poses of the proposals whose stage-2
+        prediction is kept: the stage-1 column of Tables I and II (protocol item 3).
+    :ivar stage1_same_count: metrics of the best-scoring stage-1 proposals of each scene, as
+        many as stage 2 keeps there (protocol item 8b).
     :ivar seconds: wall-clock time of the evaluation.
     :ivar ground_truth_nms: the NMS threshold on D the dataset's grasps were annotated with
         (from its manifest; ``None`` when not recorded): ground-truth grasps of an object are
         at least this far apart, so a valid prediction between two of them can be up to about
         half of it from both, which bounds what Table II's small thresholds can show.
-    :ivar stage1_paired: metrics of the stage-1 poses of the proposals whose stage-2
-        prediction is kept: the stage-1 column of Tables I and II (protocol item 3; ``None``
-        in results made before it, whose tables show ``stage1``).
-    :ivar stage1_same_count: metrics of the best-scoring stage-1 proposals of each scene, as
-        many as stage 2 keeps there (protocol item 8b; ``None`` in results made without it).
     """
 
     data_dir: str
@@ -307,10 +306,10 @@ class EvaluationResult:
     coverage_threshold: float
     stage1: StageMetrics
     stage2: StageMetrics
+    stage1_paired: StageMetrics
+    stage1_same_count: StageMetrics
     seconds: float
     ground_truth_nms: float | None = None
-    stage1_paired: StageMetrics | None = None
-    stage1_same_count: StageMetrics | None = None
 
     def stages(self) -> tuple[StageMetrics, StageMetrics]:
         """Return ``(stage1, stage2)``."""
@@ -319,8 +318,8 @@ class EvaluationResult:
     @property
     def table_stage1(self) -> StageMetrics:
         """The stage-1 column of Tables I and II: the proposals stage 2 keeps, before
-        refinement (``stage1`` for results made without it)."""
-        return self.stage1 if self.stage1_paired is None else self.stage1_paired
+        refinement."""
+        return self.stage1_paired
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type dict (what :meth:`to_json` writes).
@@ -332,7 +331,7 @@ class EvaluationResult:
         data = asdict(self)
         data["model_config"] = dict(self.model_config)
         data["protocol"] = self.protocol()
-        data["tables_stage1"] = "stage1" if self.stage1_paired is None else "stage1_paired"
+        data["tables_stage1"] = "stage1_paired"
         data["paper"] = {
             "width_accuracy_percent": {f"stage{k}": list(v)
                                        for k, v in PAPER_WIDTH_ACCURACY.items()},
@@ -376,9 +375,7 @@ class EvaluationResult:
                if self.ground_truth_nms is not None else "annotation NMS not recorded"),
             f"- proposals per scene after NMS: {self.max_proposals}; negatives filtered: "
             f"stage-2 score < {self.confidence_threshold:g}; "
-            + ("stage-1 column: the same kept proposals before refinement"
-               if self.stage1_paired is not None
-               else "stage-1 column: stage 1 filtered by its own score"),
+            "stage-1 column: the same kept proposals before refinement",
             f"- device: {self.device}; time: {self.seconds:.1f} s",
             "",
             "## Table I: grasp width accuracy (%)",
@@ -403,11 +400,8 @@ class EvaluationResult:
                          f"| {p1} | {p2} |")
         lines += self._stage1_alone_markdown()
         n = self.scenes_evaluated
-        own = self.stage1
-        columns = ([("stage-1 (tables)", s1)] if self.stage1_paired is not None else []) + [
-            ("stage-1 own filter", own)] + ([("stage-1 same count", self.stage1_same_count)]
-                                            if self.stage1_same_count is not None else []) + [
-            ("stage-2", s2)]
+        columns = [("stage-1 (tables)", s1), ("stage-1 own filter", self.stage1),
+                   ("stage-1 same count", self.stage1_same_count), ("stage-2", s2)]
 
         def row(label: str, cell: Callable[[StageMetrics], str]) -> str:
             return f"| {label} | " + " | ".join(cell(m) for _, m in columns) + " |"
@@ -440,13 +434,11 @@ class EvaluationResult:
 
     def _stage1_alone_markdown(self) -> list[str]:
         own, same, s2 = self.stage1, self.stage1_same_count, self.stage2
-        if self.stage1_paired is None:
-            return []
-        columns = [(f"stage-1, own score >= {self.confidence_threshold:g} ({own.predictions})",
-                    own)]
-        if same is not None:
-            columns.append((f"stage-1, same count by own score ({same.predictions})", same))
-        columns.append((f"stage-2 ({s2.predictions})", s2))
+        columns = [
+            (f"stage-1, own score >= {self.confidence_threshold:g} ({own.predictions})", own),
+            (f"stage-1, same count by own score ({same.predictions})", same),
+            (f"stage-2 ({s2.predictions})", s2),
+        ]
         lines = [
             "",
             "## Stage 1 on its own, ranked by its own score (%; predictions in brackets)",
@@ -847,10 +839,10 @@ def evaluate(
         max_proposals=limit, confidence_threshold=float(confidence_threshold),
         beta=(b[0], b[1], b[2]), width_thresholds=widths, pose_thresholds=poses,
         coverage_threshold=coverage, stage1=s1, stage2=s2,
-        seconds=time.perf_counter() - start, ground_truth_nms=_annotation_nms(reader),
         stage1_paired=stage_metrics(STAGE_1, paired, s2.proposals, widths, poses, coverage),
         stage1_same_count=stage_metrics(STAGE_1, same_count, s2.proposals, widths, poses,
                                         coverage, tallies[STAGE_1].max_score),
+        seconds=time.perf_counter() - start, ground_truth_nms=_annotation_nms(reader),
     )
 
 
@@ -889,13 +881,11 @@ def plot_evaluation(result: EvaluationResult, path: Path | str) -> Path:
          "pose_accuracy", PAPER_POSE_ACCURACY, list(POSE_THRESHOLDS)),
     )
     for ax, xs, xlabel, title, key, paper, paper_x in panels:
-        curves = [(result.table_stage1, "o--", 1.0, "stage 1" if result.stage1_paired is None
-                   else "stage 1 (same grasps, before refinement)"),
-                  (result.stage2, "o-", 1.0, "stage 2")]
-        if result.stage1_paired is not None:
-            curves.append((result.stage1, "^:", 0.5,
-                           f"stage 1 alone, own score >= {result.confidence_threshold:g} "
-                           f"({result.stage1.predictions})"))
+        curves = [(result.table_stage1, "o--", 1.0, "stage 1 (same grasps, before refinement)"),
+                  (result.stage2, "o-", 1.0, "stage 2"),
+                  (result.stage1, "^:", 0.5,
+                   f"stage 1 alone, own score >= {result.confidence_threshold:g} "
+                   f"({result.stage1.predictions})")]
         for metrics, style, alpha, label in curves:
             ax.plot(xs, pct(getattr(metrics, key)), style, color=f"C{metrics.stage - 1}",
                     alpha=alpha, label=label)
