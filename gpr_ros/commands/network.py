@@ -27,6 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     help='sgd with LR 0.02 as the paper (default), or adam')
     tr.add_argument('--lr', type=float, default=None,
                     help='initial learning rate (default 0.02 for sgd, 1e-3 for adam)')
+    tr.add_argument('--lr-drop-at', type=int, nargs='+', default=(), metavar='EPOCH',
+                    help='divide the LR by 10 from these epochs on, whatever the validation '
+                         'loss does (a fixed step schedule; default: divide it when the '
+                         'validation loss stops improving for 3 epochs)')
     tr.add_argument('--seed', type=int, default=0, help='seed of the run (default 0)')
     tr.add_argument('--loader-workers', type=int, default=1,
                     help='DataLoader processes that load and group scenes (default 1)')
@@ -84,6 +88,7 @@ def _train(args: argparse.Namespace) -> int:
         network = preset(**overrides)
         config = TrainConfig(network=network, epochs=args.epochs, batch_size=args.batch_size,
                              optimizer=args.optimizer, lr=lr, seed=args.seed,
+                             lr_drop_epochs=tuple(args.lr_drop_at),
                              num_workers=args.loader_workers,
                              max_steps_per_epoch=args.max_steps_per_epoch,
                              train_parts=args.train_parts)

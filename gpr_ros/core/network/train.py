@@ -228,6 +228,22 @@ def _run_epoch(
     return result
 
 
+def _saved_lr_drop_epochs(state: dict[str, Any]) -> tuple[int, ...]:
+    """Return the ``lr_drop_epochs`` a resumable checkpoint was trained with.
+
+    :param state: a checkpoint saved by :func:`train` (before the step schedule existed its
+        ``train_config`` has no such key: the plateau rule).
+    :return: the epochs, empty for the plateau rule.
+    :raises CheckpointError: when the stored train config cannot be read.
+    """
+    raw = state.get("train_config", "{}")
+    try:
+        saved = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        return tuple(int(e) for e in saved.get("lr_drop_epochs", ()))
+    except (TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"the checkpoint's train_config is unreadable: {err}") from None
+
+
 def trainable_parameters(model: GPRNet, parts: str) -> list[torch.nn.Parameter]:
     """Select what learns; freeze the rest (``requires_grad = False``).
 
@@ -316,10 +332,18 @@ def train(
                                     weight_decay=config.weight_decay)
     else:
         optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience,
-        min_lr=config.min_lr,
-    )
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | torch.optim.lr_scheduler.MultiStepLR
+    if config.lr_drop_epochs:
+        # a step after epoch e sets the LR of epoch e + 1
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=[e - 1 for e in config.lr_drop_epochs],
+            gamma=config.plateau_factor,
+        )
+    else:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.plateau_factor,
+            patience=config.plateau_patience, min_lr=config.min_lr,
+        )
     start_epoch = 0
     best = math.inf
     metrics: dict[str, float] = {}
@@ -334,6 +358,14 @@ def train(
         for key in ("optimizer_state", "scheduler_state", "rng_state"):
             if key not in state:
                 raise CheckpointError(f"{last_path} has no {key}; it cannot be resumed")
+        saved_drops = _saved_lr_drop_epochs(state)
+        if saved_drops != config.lr_drop_epochs:
+            raise CheckpointError(
+                f"{last_path} was trained with lr_drop_epochs {list(saved_drops)} "
+                f"({'plateau rule' if not saved_drops else 'step schedule'}), this run asks "
+                f"for {list(config.lr_drop_epochs)}; use the same schedule, another out_dir "
+                "or resume=False"
+            )
         core.load_state_dict(state["model_state"])
         optimizer.load_state_dict(state["optimizer_state"])
         scheduler.load_state_dict(state["scheduler_state"])
@@ -370,7 +402,10 @@ def train(
                                       rank, world, dev, progress, f"train {epoch + 1}"))
             metrics.update(_run_epoch(model, core, val_loader, None, config, epoch, rank,
                                       world, dev, progress, f"val {epoch + 1}"))
-        scheduler.step(metrics["val_total"])
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(metrics["val_total"])
+        else:
+            scheduler.step()
         improved = metrics["val_total"] < best
         best = min(best, metrics["val_total"])
         if rank == 0:

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from gpr_ros.core.errors import ConfigError
 from gpr_ros.core.grasp import STAGE_1, STAGE_2
 from gpr_ros.core.network.checkpoint import load_model, save_checkpoint
 from gpr_ros.core.network.config import NetworkConfig, TrainConfig
@@ -114,6 +115,28 @@ def test_resume_matches_uninterrupted_run(dataset: Path, tmp_path: Path) -> None
     assert (tmp_path / "part" / "metrics.png").stat().st_size > 0
     assert load_model(tmp_path / "part" / "last.pt").config == cfg.network
     assert (tmp_path / "full" / "best.pt").exists()
+
+
+def test_lr_drop_epochs_step_the_lr_and_resume_only_with_the_same_schedule(
+        dataset: Path, tmp_path: Path) -> None:
+    # 3 epochs, LR /10 from epoch 2 and again from epoch 3, whatever the validation loss does
+    cfg = _train_config(epochs=3, lr_drop_epochs=(2, 3), optimizer="adam", lr=1e-3)
+    full = train(cfg, dataset, tmp_path / "full", progress=False)
+    rows = [json.loads(r) for r in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows] == pytest.approx([1e-3, 1e-4, 1e-5])
+    train(replace(cfg, epochs=2, lr_drop_epochs=(2,)), dataset, tmp_path / "part",
+          progress=False)
+    # a checkpoint trained with another schedule is not resumed silently
+    with pytest.raises(CheckpointError, match="lr_drop_epochs"):
+        train(replace(cfg, lr_drop_epochs=()), dataset, tmp_path / "part", progress=False)
+    resumed = train(replace(cfg, lr_drop_epochs=(2,)), dataset, tmp_path / "part",
+                    progress=False)
+    assert resumed.metrics["lr"] == pytest.approx(1e-4)
+    assert full.metrics["lr"] == pytest.approx(1e-5)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    for bad in ((1,), (3, 2), (4,), (2, 2)):
+        with pytest.raises(ConfigError, match="lr_drop_epochs"):
+            _train_config(epochs=3, lr_drop_epochs=bad)
 
 
 def _free_port() -> int:
