@@ -552,7 +552,8 @@ class TrainConfig:
                               ("seed", 0), ("num_workers", 0), ("max_steps_per_epoch", 0)):
             object.__setattr__(self, name, _int_tuple([getattr(self, name)], name, minimum)[0])
         drops = _int_tuple(self.lr_drop_epochs, "lr_drop_epochs", 2)
-        if any(b <= a for a, b in zip(drops, drops[1:])) or any(e > self.epochs for e in drops):
+        if (any(b <= a for a, b in zip(drops, drops[1:], strict=False))
+                or any(e > self.epochs for e in drops)):
             raise ConfigError(f"lr_drop_epochs must increase and lie in 2..epochs "
                               f"({self.epochs}), got {self.lr_drop_epochs!r}")
         object.__setattr__(self, "lr_drop_epochs", drops)
