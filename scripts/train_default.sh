@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce models/gpr_default.pt from scratch on a 2-core CPU (2 h 6 min on session 15's
 # AVX2 VM, plus 2 min of make setup; models/MODEL_CARD.md): the training set, the novel-object test set,
-# end-to-end training with Adam from random weights (LR 1e-3 for 20 epochs, then 1e-4)
+# end-to-end training with Adam from random weights (LR 1e-3, /10 on a validation plateau)
 # for ADAM_EPOCHS epochs, then the stage-2 fine-tuning of the confidence on refined-grasp
 # accuracy (stage C, on the first 1,200 training scenes annotated as densely as the test
 # set), and the evaluation of Tables I and II. Every step is resumable: run the script again
@@ -13,7 +13,6 @@ cd "$(dirname "$0")/.."
 source env.sh
 OUT=${OUT:-runs/default}
 ADAM_EPOCHS=${ADAM_EPOCHS:-30}
-ADAM_DROP_EPOCH=${ADAM_DROP_EPOCH:-21}
 CONF_EPOCHS=${CONF_EPOCHS:-10}
 # (both resume, and finish at once when the folder is complete)
 gpr-ros dataset generate --out data/train --scenes 2000 --workers 2 --seed 0 --objects similar
@@ -23,11 +22,8 @@ gpr-ros dataset generate --out data/test_novel --scenes 300 --workers 2 --seed 1
 # the same first 1,200 training scenes with ground truth as dense as the test set's (stage C)
 gpr-ros dataset generate --out data/train_n01 --scenes 1200 --workers 2 --seed 0 \
     --objects similar --grasp-nms 0.01
-# LR /10 from epoch 21 on: where the plateau rule fired in the run that trained the model
-# shipped until session 16; a from-scratch rerun's validation noise kept it from ever firing
-# (session 15), and that run ended 0.07 higher in validation loss
 gpr-ros train --data data/train --out "$OUT/adam" --optimizer adam --lr 1e-3 \
-    --epochs "$ADAM_EPOCHS" --lr-drop-at "$ADAM_DROP_EPOCH"
+    --epochs "$ADAM_EPOCHS"
 # stage C: backbone and stage 1 frozen; the stage-2 confidence learns whether the refined
 # grasp is within D 0.01 and 5 mm of width of a ground-truth grasp
 gpr-ros train --data data/train_n01 --out "$OUT/conf" --optimizer adam --lr 3e-4 \

@@ -494,9 +494,8 @@ class TrainConfig:
     that is SGD with momentum and :class:`torch.optim.lr_scheduler.ReduceLROnPlateau` on the
     validation loss. With ``optimizer="adam"`` use a smaller ``lr`` (e.g. 1e-3); the same
     plateau rule applies. ``lr_drop_epochs`` replaces the plateau rule by a fixed step
-    schedule: the shipped recipe divides Adam's LR by 10 from epoch 21 on, where the plateau
-    rule fired in the run that trained the shipped model but, with a different noise in the
-    validation curve, never did in a from-scratch rerun (models/MODEL_CARD.md).
+    schedule (session 16 tried Adam /10 from epoch 21, where the plateau rule had fired for
+    the shipped model: a lower validation loss, not better grasps; models/MODEL_CARD.md).
 
     :ivar network: the architecture.
     :ivar epochs: total epochs.
