@@ -509,7 +509,8 @@ class TrainConfig:
     :ivar lr_drop_epochs: epochs (1-based, increasing, 2..``epochs``) from which the LR is
         multiplied by ``plateau_factor`` whatever the validation loss does; when given, the
         plateau rule is off. Empty (default): the plateau rule.
-    :ivar min_lr: lower bound of the LR.
+    :ivar min_lr: lower bound of the LR under the plateau rule (a step schedule divides as
+        many times as it lists).
     :ivar grad_clip: maximum gradient norm (0: no clipping).
     :ivar val_fraction: fraction of the scenes held out for validation (at least one scene).
     :ivar seed: seed of every random choice of the run.
