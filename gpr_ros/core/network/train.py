@@ -2,7 +2,9 @@
 
 Schedule (Sec. VI-A): SGD with momentum, LR 0.02, divided by 10 when the validation loss
 plateaus (:class:`~torch.optim.lr_scheduler.ReduceLROnPlateau`); ``optimizer="adam"`` is
-offered with the same plateau rule (use a smaller LR, e.g. 1e-3).
+offered with the same plateau rule (use a smaller LR, e.g. 1e-3). ``lr_drop_epochs`` replaces
+the rule by a fixed step schedule (:class:`~torch.optim.lr_scheduler.MultiStepLR`); a run is
+resumed only with the schedule it started with.
 
 Determinism and resume. The model is initialised from ``seed``; data items are seeded by
 (seed, epoch, scene) and the shuffling by (seed, epoch) (:class:`DistributedSampler`, also in
@@ -236,9 +238,8 @@ def _saved_lr_drop_epochs(state: dict[str, Any]) -> tuple[int, ...]:
     :return: the epochs, empty for the plateau rule.
     :raises CheckpointError: when the stored train config cannot be read.
     """
-    raw = state.get("train_config", "{}")
     try:
-        saved = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        saved = json.loads(state.get("train_config", "{}"))
         return tuple(int(e) for e in saved.get("lr_drop_epochs", ()))
     except (TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"the checkpoint's train_config is unreadable: {err}") from None
